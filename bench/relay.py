@@ -45,11 +45,17 @@ class Downstream(asyncio.Protocol):
             self.transport.close()
             return
         self.up = up
+        if self.pending:
+            up.transport.write(b"".join(self.pending))  # type: ignore[union-attr]
+            self.pending.clear()
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        assert self.up is not None and self.up.transport is not None
-        self.up.transport.write(data)
+        up = self.up
+        if up is None:  # uvloop may deliver bytes already read before pause_reading took effect
+            self.pending.append(data)
+            return
+        up.transport.write(data)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.up is not None and self.up.transport is not None:

@@ -136,11 +136,25 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     raise RuntimeError(f"port {port} not ready")
 
 
-def proc_cpu(pid: int) -> float:
-    """utime+stime of a process (and its threads) in seconds."""
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / CLK
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pid: int) -> float:
+    """utime+stime in seconds of a process, its threads and its live children (nginx and
+    haproxy workers, `xproto proxy --workers N`)."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = _stat(int(d))
+        except OSError:
+            continue
+        if int(d) == pid or int(st[1]) == pid:  # st[1] = ppid
+            total += int(st[11]) + int(st[12])
+    return total / CLK
 
 
 def core_busy(core: int) -> float:
@@ -164,7 +178,8 @@ def start_target(kind: str, proto: str, up_port: int, tmp: Path) -> tuple[subpro
             conf = tmp / "nginx.conf"
             conf.write_text(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
-http {{ access_log off; upstream u {{ server 127.0.0.1:{up_port}; keepalive 256; }}
+http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
+  upstream u {{ server 127.0.0.1:{up_port}; keepalive 256; keepalive_requests 1000000000; }}
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1;
     proxy_set_header Connection ""; }} }} }}
 """)

@@ -100,6 +100,15 @@ class Decoder:
         api key and header version; HTTP's HEAD) remember it here. Default: nothing.
         """
 
+    def eof(self, buf: "Buffer", pos: int = 0) -> Frame | None:
+        """The stream ended (the peer closed) with ``buf[pos:]`` not yet consumed.
+
+        Call it after ``decode`` asked for more bytes. Returns the last frame when the
+        protocol delimits it by the close itself (an HTTP/1.0-style response body without
+        a length), else None: the leftover bytes are a truncated frame. Default: None.
+        """
+        return None
+
     def decode_all(self, data: "Buffer") -> tuple[list[Frame], int]:
         """Decode every whole frame in ``data``; return the frames and the bytes consumed."""
         frames: list[Frame] = []
@@ -129,6 +138,11 @@ class Codec:
     match_rule: ClassVar[str] = ""
     #: whether the protocol has heartbeats
     has_heartbeat: ClassVar[bool] = False
+
+    def pool_mode_for(self, frame: Frame) -> PoolMode:
+        """Pool mode for the connection ``frame`` arrived on (e.g. unframed Thrift can only be
+        pooled ping-pong while framed Thrift multiplexes). Default: the class attribute."""
+        return self.pool_mode
 
     # --- detection ---------------------------------------------------------------
     def match(self, data: "Buffer") -> int:

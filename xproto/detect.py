@@ -1,12 +1,12 @@
 """Protocol detection: candidates tried in the given order, three-valued matchers."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 from xproto.codec import MATCH, NO_MATCH, Codec
 from xproto.errors import ProtocolError
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 #: never wait for more than this many bytes to decide (bounded "need more")
 MAX_DETECT_BYTES = 64

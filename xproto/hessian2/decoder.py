@@ -1,0 +1,1172 @@
+"""Hessian 2 reader: final Caucho 2.0 grammar plus the SOFA "3.0" draft dialect.
+
+Sans-I/O: the reader walks a complete buffer (a Dubbo body, a Bolt content block).
+Every length read from the wire is checked against the bytes left *before* anything is
+allocated; nesting depth, class definitions and the number of lists/maps/objects are
+bounded by :class:`xproto.limits.Limits`. Malformed input raises only
+:class:`xproto.errors.ProtocolError` (``protocol="hessian2"``, ``offset`` = byte offset).
+
+Dispatch is a 256-entry table of handlers indexed by the first byte. ``skip()`` uses its
+own table and builds nothing for the skipped value; what a later ``read()`` may still need
+(references to skipped lists/maps/objects, class definitions, type names) is recorded as
+the byte offset where it starts and decoded on demand.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from bisect import bisect_left
+from codecs import utf_8_decode
+from typing import Any, Callable
+
+from xproto.errors import LimitExceeded, ProtocolError
+from xproto.limits import DEFAULT_LIMITS, Limits
+
+from .types import ClassDef, Date, JavaObject, Long, TypedList, TypedMap
+
+__all__ = ["Reader", "loads", "load_all"]
+
+PROTOCOL = "hessian2"
+
+_I16 = struct.Struct(">h")
+_U16 = struct.Struct(">H")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+_i16 = _I16.unpack_from
+_u16 = _U16.unpack_from
+_i32 = _I32.unpack_from
+_i64 = _I64.unpack_from
+_f32 = _F32.unpack_from
+_f64 = _F64.unpack_from
+
+# One UTF-16 unit per match (Java writes supplementary characters as two 3-byte surrogates).
+_UNIT = rb"(?:[\x00-\x7f]|[\xc0-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf][\x80-\xbf])"
+_UNIT_RUNS = [(k, re.compile(_UNIT + b"{%d}" % k)) for k in (4096, 512, 64, 8, 1)]
+_ASCII_RUN = re.compile(rb"[\x00-\x7f]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UTF8_LEN = bytes(
+    [1] * 0x80 + [0] * 0x40 + [2] * 0x20 + [3] * 0x10 + [4] * 0x08 + [0] * 0x08
+)  # 0 = not a lead byte
+
+_SOFA = "sofa"
+_FINAL = "hessian2"
+_AUTO = "auto"
+_DIALECTS = (_FINAL, _SOFA, _AUTO)
+
+
+def _astral_units(s: str) -> int:
+    """UTF-16 length of ``s`` (characters above U+FFFF count twice)."""
+    if s.isascii():
+        return len(s)
+    return len(s.encode("utf-16-le", "surrogatepass")) >> 1
+
+
+class Reader:
+    """Reads Hessian 2 values one after another from ``data[pos:end]``.
+
+    References, class definitions and type names are shared across the values of one
+    reader, as they are across the values of one Caucho ``Hessian2Input`` stream (a Dubbo
+    request body is one such stream).
+    """
+
+    __slots__ = (
+        "_data", "pos", "_end", "_limits", "_dialect", "_table", "_skip_table",
+        "_refs", "_defs", "_def_nf", "_def_pos", "_types", "_type_pos", "_depth",
+        "_max_depth", "_max_objects",
+    )
+
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        pos: int = 0,
+        *,
+        dialect: str = _AUTO,
+        limits: Limits = DEFAULT_LIMITS,
+        end: int | None = None,
+    ) -> None:
+        if isinstance(data, memoryview):
+            # one copy of the buffer buys bytes' fast slicing/decoding on every value
+            data = data.tobytes()
+        if dialect not in _DIALECTS:
+            raise ValueError(f"unknown hessian dialect {dialect!r}")
+        self._data = data
+        self.pos = pos
+        self._end = len(data) if end is None else min(end, len(data))
+        self._limits = limits
+        self._dialect = dialect
+        self._table = _READ_TABLES[dialect]
+        self._skip_table = _SKIP_TABLES[dialect]
+        # Shared references: the object, or the int offset where a skipped one starts.
+        self._refs: list[Any] = []
+        # Class definitions: ClassDef, or the offset of its name when it was skipped.
+        self._defs: list[Any] = []
+        self._def_nf: list[int] = []
+        self._def_pos: list[int] = []
+        # Type names of typed lists/maps: str, or the offset of the string when skipped.
+        self._types: list[Any] = []
+        self._type_pos: list[int] = []
+        self._depth = 0
+        self._max_depth = limits.hessian_max_depth
+        self._max_objects = limits.hessian_max_objects
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def remaining(self) -> int:
+        return self._end - self.pos
+
+    def at_end(self) -> bool:
+        return self.pos >= self._end
+
+    def read(self) -> Any:
+        """Decode and return the next value."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        return self._table[self._data[pos]](self, pos)
+
+    def skip(self) -> None:
+        """Step over the next value without building it."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        self.pos = self._skip_table[self._data[pos]](self, pos)
+
+    def read_string(self) -> str | None:
+        """The next value, which must be a string or null."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53:
+            return self._table[code](self, pos)  # type: ignore[no-any-return]
+        if code == 0x4E:
+            self.pos = pos + 1
+            return None
+        if self._dialect != _FINAL and code == 0x73:  # draft 's' chunk
+            return self._table[code](self, pos)  # type: ignore[no-any-return]
+        raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
+
+    def read_int(self) -> int:
+        """The next value, which must be an int or a long."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code in _INT_CODES or (self._dialect != _FINAL and code == 0x77):
+            return self._table[code](self, pos)  # type: ignore[no-any-return]
+        raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
+
+    def read_all(self) -> list[Any]:
+        out = []
+        while self.pos < self._end:
+            out.append(self.read())
+        return out
+
+    @property
+    def class_defs(self) -> list[ClassDef]:
+        """Class definitions seen so far (decoding any that were skipped)."""
+        return [self._classdef(i) for i in range(len(self._defs))]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _error(self, message: str, offset: int) -> ProtocolError:
+        return ProtocolError(message, protocol=PROTOCOL, offset=offset)
+
+    def _limit(self, name: str, value: int, maximum: int, offset: int) -> LimitExceeded:
+        return LimitExceeded(name, value, maximum, protocol=PROTOCOL, offset=offset)
+
+    def _need(self, pos: int, n: int) -> None:
+        if pos + n > self._end:
+            raise self._error(f"truncated: {n} bytes needed, {max(self._end - pos, 0)} left", pos)
+
+    def _add_ref(self, obj: Any, pos: int) -> None:
+        refs = self._refs
+        if len(refs) >= self._max_objects:
+            raise self._limit("hessian objects", len(refs) + 1, self._max_objects, pos)
+        refs.append(obj)
+
+    def _enter(self, pos: int) -> None:
+        depth = self._depth + 1
+        if depth > self._max_depth:
+            raise self._limit("hessian nesting depth", depth, self._max_depth, pos)
+        self._depth = depth
+
+    def _read_length(self) -> int:
+        """A non-negative int (length, count, index) in any int/long form."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code not in _INT_CODES:
+            raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
+        n: int = self._table[code](self, pos)
+        if n < 0:
+            raise self._error(f"negative length {n}", pos)
+        return n
+
+    def _skip_length(self) -> int:
+        return self._read_length()
+
+    # --- strings
+
+    def _utf8(self, pos: int, n: int) -> tuple[str, int]:
+        """Decode ``n`` UTF-16 units of (CESU-)UTF-8 at ``pos``; return (text, end)."""
+        end = pos + n
+        if end > self._end:
+            raise self._error(f"truncated string: {n} characters, {self._end - pos} bytes left", pos)
+        data = self._data
+        try:
+            s, used = utf_8_decode(data[pos:end], "surrogatepass", False)
+        except UnicodeDecodeError as e:
+            raise self._error(f"bad utf-8 in string: {e.reason}", pos + e.start) from None
+        if used == n and len(s) == n:
+            return s, end  # pure ASCII: the common case
+        return self._utf8_slow(pos, n, s, used)
+
+    def _utf8_slow(self, pos: int, n: int, s: str, used: int) -> tuple[str, int]:
+        data = self._data
+        limit = self._end
+        parts = [s]
+        units = _astral_units(s)
+        p = pos + used
+        try:
+            while units < n:
+                need = n - units
+                if p + need > limit:
+                    raise self._error("truncated string", p)
+                s, used = utf_8_decode(data[p : p + need], "surrogatepass", False)
+                if used == 0:
+                    # the next character is longer than the units still needed
+                    size = _UTF8_LEN[data[p]]
+                    if size == 0:
+                        raise self._error(f"bad utf-8 lead byte 0x{data[p]:02x}", p)
+                    if p + size > limit:
+                        raise self._error("truncated string", p)
+                    s, used = utf_8_decode(data[p : p + size], "surrogatepass", True)
+                parts.append(s)
+                units += _astral_units(s)
+                p += used
+        except UnicodeDecodeError as e:
+            raise self._error(f"bad utf-8 in string: {e.reason}", p + e.start) from None
+        if units != n:
+            raise self._error("string length splits a supplementary character", p)
+        text = "".join(parts)
+        if _SURROGATE.search(text) is not None:
+            # Java's CESU-8: rejoin surrogate pairs into one character (lone ones stay)
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return text, p
+
+    def _skip_utf8(self, pos: int, n: int) -> int:
+        """Offset after ``n`` UTF-16 units of UTF-8 at ``pos``, building nothing."""
+        end = pos + n
+        limit = self._end
+        if end > limit:
+            raise self._error(f"truncated string: {n} characters, {limit - pos} bytes left", pos)
+        data = self._data
+        p = _ASCII_RUN.match(data, pos, end).end()  # type: ignore[union-attr]
+        if p == end:
+            return end
+        left = n - (p - pos)
+        while left:
+            for k, pattern in _UNIT_RUNS:
+                if k <= left:
+                    m = pattern.match(data, p, limit)
+                    if m is not None:
+                        p = m.end()
+                        left -= k
+                        break
+            else:
+                # a 4-byte sequence (2 units) or bad bytes: one character by hand
+                if p >= limit:
+                    raise self._error("truncated string", p)
+                size = _UTF8_LEN[data[p]]
+                if size != 4 or left < 2 or p + 4 > limit:
+                    raise self._error(f"bad utf-8 at byte 0x{data[p]:02x}", p)
+                for q in range(p + 1, p + 4):
+                    if data[q] & 0xC0 != 0x80:
+                        raise self._error("bad utf-8 continuation byte", q)
+                p += 4
+                left -= 2
+        return p
+
+    def _string_chunks(self, pos: int, final_codes: bytes, chunk_code: int) -> tuple[str, int]:
+        """A chunked string starting at ``pos`` (its first byte is ``chunk_code``)."""
+        data = self._data
+        parts = []
+        while True:
+            code = data[pos]
+            if code == chunk_code or code == chunk_code + 1:
+                self._need(pos, 3)
+                n = _u16(data, pos + 1)[0]
+                s, pos = self._utf8_text(pos + 3, n)
+                parts.append(s)
+                if code != chunk_code:
+                    break
+            elif code < 0x20:
+                s, pos = self._utf8_text(pos + 1, code)
+                parts.append(s)
+                break
+            elif 0x30 <= code <= 0x33 and chunk_code == 0x52:
+                self._need(pos, 2)
+                s, pos = self._utf8_text(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
+                parts.append(s)
+                break
+            else:
+                raise self._error(f"expected a string chunk, got byte 0x{code:02x}", pos)
+            if pos >= self._end:
+                raise self._error("unexpected end of data in chunked string", pos)
+        text = "".join(parts)
+        if _SURROGATE.search(text) is not None:
+            # a surrogate pair may straddle two chunks
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return text, pos
+
+    def _utf8_text(self, pos: int, n: int) -> tuple[str, int]:
+        """Like _utf8 but keeps surrogates split (chunks are joined before rejoining them)."""
+        end = pos + n
+        if end > self._end:
+            raise self._error(f"truncated string: {n} characters, {self._end - pos} bytes left", pos)
+        try:
+            s, used = utf_8_decode(self._data[pos:end], "surrogatepass", False)
+        except UnicodeDecodeError as e:
+            raise self._error(f"bad utf-8 in string: {e.reason}", pos + e.start) from None
+        if used == n and len(s) == n:
+            return s, end
+        s, end = self._utf8_slow(pos, n, s, used)
+        if not s.isascii():
+            s = _split_astral(s)
+        return s, end
+
+    def _skip_string_chunks(self, pos: int, chunk_code: int) -> int:
+        data = self._data
+        while True:
+            code = data[pos]
+            if code == chunk_code or code == chunk_code + 1:
+                self._need(pos, 3)
+                pos = self._skip_utf8(pos + 3, _u16(data, pos + 1)[0])
+                if code != chunk_code:
+                    return pos
+            elif code < 0x20:
+                return self._skip_utf8(pos + 1, code)
+            elif 0x30 <= code <= 0x33 and chunk_code == 0x52:
+                self._need(pos, 2)
+                return self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
+            else:
+                raise self._error(f"expected a string chunk, got byte 0x{code:02x}", pos)
+            if pos >= self._end:
+                raise self._error("unexpected end of data in chunked string", pos)
+
+    def _read_str_value(self) -> str:
+        """A string (field names, class names, types); null is not allowed."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53 or (
+            code == 0x73 and self._dialect != _FINAL
+        ):
+            s: str = self._table[code](self, pos)
+            return s
+        raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
+
+    def _skip_str_value(self) -> None:
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53 or (
+            code == 0x73 and self._dialect != _FINAL
+        ):
+            self.pos = self._skip_table[code](self, pos)
+            return
+        raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
+
+    # --- binary
+
+    def _binary_chunks(self, pos: int, chunk_code: int, build: bool) -> tuple[bytes | None, int]:
+        data = self._data
+        parts = []
+        limit = self._end
+        while True:
+            code = data[pos]
+            if code == chunk_code or code == chunk_code + 1:
+                self._need(pos, 3)
+                n = _u16(data, pos + 1)[0]
+                start = pos + 3
+            elif 0x20 <= code <= 0x2F:
+                n = code - 0x20
+                start = pos + 1
+            elif 0x34 <= code <= 0x37 and chunk_code == 0x41:
+                self._need(pos, 2)
+                n = ((code - 0x34) << 8) | data[pos + 1]
+                start = pos + 2
+            else:
+                raise self._error(f"expected a binary chunk, got byte 0x{code:02x}", pos)
+            end = start + n
+            if end > limit:
+                raise self._error(f"truncated binary: {n} bytes, {limit - start} left", start)
+            if build:
+                parts.append(bytes(data[start:end]))
+            pos = end
+            if code != chunk_code:
+                break
+            if pos >= limit:
+                raise self._error("unexpected end of data in chunked binary", pos)
+        return (b"".join(parts) if build else None), pos
+
+    # --- types, class definitions
+
+    def _read_type(self) -> str:
+        """A list/map type: a string (remembered) or an int index of an earlier one."""
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code in _INT_CODES:
+            i = self._table[code](self, pos)
+            return self._type_at(i, pos)
+        t = self._read_str_value()
+        self._types.append(t)
+        self._type_pos.append(pos)
+        return t
+
+    def _skip_type(self) -> None:
+        pos = self.pos
+        if pos >= self._end:
+            raise self._error("unexpected end of data", pos)
+        code = self._data[pos]
+        if code in _INT_CODES:
+            i = self._table[code](self, pos)
+            if not 0 <= i < len(self._types):
+                raise self._error(f"type reference {i} out of range", pos)
+            return
+        self._skip_str_value()
+        self._types.append(pos)
+        self._type_pos.append(pos)
+
+    def _type_at(self, i: int, pos: int) -> str:
+        types = self._types
+        if not 0 <= i < len(types):
+            raise self._error(f"type reference {i} out of range", pos)
+        t = types[i]
+        if type(t) is int:
+            save = self.pos
+            self.pos = t
+            t = self._read_str_value()
+            self.pos = save
+            types[i] = t
+        return t  # type: ignore[no-any-return]
+
+    def _define_class(self, pos: int, build: bool) -> None:
+        """A class definition at ``pos`` (after its code byte): name, field count, names."""
+        defs = self._defs
+        if len(defs) >= self._limits.hessian_max_classdefs:
+            raise self._limit("hessian class definitions", len(defs) + 1,
+                              self._limits.hessian_max_classdefs, pos)
+        self.pos = pos
+        if build:
+            name = self._read_str_value()
+            n = self._read_length()
+            if n > self._end - self.pos:
+                raise self._error(f"class {name!r}: {n} fields, {self._end - self.pos} bytes left", pos)
+            rs = self._read_str_value
+            names = tuple([rs() for _ in range(n)])
+            defs.append(ClassDef(name, names))
+        else:
+            self._skip_str_value()
+            n = self._skip_length()
+            if n > self._end - self.pos:
+                raise self._error(f"class definition: {n} fields, {self._end - self.pos} bytes left", pos)
+            ss = self._skip_str_value
+            for _ in range(n):
+                ss()
+            defs.append(pos)
+        self._def_nf.append(n)
+        self._def_pos.append(pos)
+
+    def _classdef(self, i: int) -> ClassDef:
+        d = self._defs[i]
+        if type(d) is int:
+            save = self.pos
+            self.pos = d
+            name = self._read_str_value()
+            n = self._read_length()
+            rs = self._read_str_value
+            d = ClassDef(name, tuple([rs() for _ in range(n)]))
+            self.pos = save
+            self._defs[i] = d
+        return d  # type: ignore[no-any-return]
+
+    def _instance(self, pos: int, i: int, start: int) -> JavaObject:
+        """An object of class definition ``i`` whose field values begin at ``start``."""
+        if not 0 <= i < len(self._defs):
+            raise self._error(f"object of undefined class #{i}", pos)
+        cdef = self._classdef(i)
+        obj = JavaObject(cdef.name, {})
+        self._add_ref(obj, pos)
+        self.pos = start
+        self._enter(pos)
+        fields = obj.fields
+        read = self.read
+        for name in cdef.fields:
+            fields[name] = read()
+        self._depth -= 1
+        return obj
+
+    def _skip_instance(self, pos: int, i: int, start: int) -> int:
+        if not 0 <= i < len(self._defs):
+            raise self._error(f"object of undefined class #{i}", pos)
+        self._add_ref(pos, pos)
+        self.pos = start
+        self._enter(pos)
+        skip = self.skip
+        for _ in range(self._def_nf[i]):
+            skip()
+        self._depth -= 1
+        return self.pos
+
+    # --- references
+
+    def _ref(self, i: int, pos: int) -> Any:
+        refs = self._refs
+        if not 0 <= i < len(refs):
+            raise self._error(f"reference {i} out of range ({len(refs)} known)", pos)
+        v = refs[i]
+        if type(v) is int:
+            v = self._materialize(i)
+        return v
+
+    def _materialize(self, i: int) -> Any:
+        """Decode the skipped value that reference ``i`` points to, in place.
+
+        Re-reading it registers the same references, class definitions and types as the
+        skip did, in the same order: cut each table at the value's start and put back
+        what lies beyond once the value is read.
+        """
+        start = self._refs[i]
+        refs_tail = self._refs[i:]
+        del self._refs[i:]
+        d0 = bisect_left(self._def_pos, start)
+        defs_tail = (self._defs[d0:], self._def_nf[d0:], self._def_pos[d0:])
+        del self._defs[d0:], self._def_nf[d0:], self._def_pos[d0:]
+        t0 = bisect_left(self._type_pos, start)
+        types_tail = (self._types[t0:], self._type_pos[t0:])
+        del self._types[t0:], self._type_pos[t0:]
+        save_pos, save_depth = self.pos, self._depth
+        self.pos, self._depth = start, 0
+        try:
+            value = self.read()
+        finally:
+            self.pos, self._depth = save_pos, save_depth
+            _restore(self._refs, i, refs_tail)
+            _restore(self._defs, d0, defs_tail[0])
+            _restore(self._def_nf, d0, defs_tail[1])
+            _restore(self._def_pos, d0, defs_tail[2])
+            _restore(self._types, t0, types_tail[0])
+            _restore(self._type_pos, t0, types_tail[1])
+        return value
+
+
+def _restore(lst: list[Any], start: int, tail: list[Any]) -> None:
+    lst.extend(tail[len(lst) - start :])
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _pair(m: re.Match[str]) -> str:
+    v = ord(m.group()) - 0x10000
+    return chr(0xD800 | (v >> 10)) + chr(0xDC00 | (v & 0x3FF))
+
+
+def _split_astral(s: str) -> str:
+    """Characters above U+FFFF as surrogate pairs (one Python char per UTF-16 unit)."""
+    return _ASTRAL.sub(_pair, s)
+
+
+# ---------------------------------------------------------------------- read handlers
+# Each handler gets the reader and the offset of the code byte, sets reader.pos past the
+# value and returns it.
+
+Handler = Callable[[Reader, int], Any]
+
+
+def _r_bad(r: Reader, pos: int) -> Any:
+    raise r._error(f"unexpected byte 0x{r._data[pos]:02x}", pos)
+
+
+def _r_null(r: Reader, pos: int) -> None:
+    r.pos = pos + 1
+
+
+def _r_true(r: Reader, pos: int) -> bool:
+    r.pos = pos + 1
+    return True
+
+
+def _r_false(r: Reader, pos: int) -> bool:
+    r.pos = pos + 1
+    return False
+
+
+def _r_int1(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    return r._data[pos] - 0x90
+
+
+def _r_int2(r: Reader, pos: int) -> int:
+    if pos + 2 > r._end:
+        raise r._error("truncated int", pos)
+    data = r._data
+    r.pos = pos + 2
+    return ((data[pos] - 0xC8) << 8) | data[pos + 1]
+
+
+def _r_int3(r: Reader, pos: int) -> int:
+    if pos + 3 > r._end:
+        raise r._error("truncated int", pos)
+    data = r._data
+    r.pos = pos + 3
+    return ((data[pos] - 0xD4) << 16) | _u16(data, pos + 1)[0]
+
+
+def _r_int4(r: Reader, pos: int) -> int:
+    if pos + 5 > r._end:
+        raise r._error("truncated int", pos)
+    r.pos = pos + 5
+    return _i32(r._data, pos + 1)[0]  # type: ignore[no-any-return]
+
+
+def _r_long1(r: Reader, pos: int) -> Long:
+    r.pos = pos + 1
+    return Long(r._data[pos] - 0xE0)
+
+
+def _r_long2(r: Reader, pos: int) -> Long:
+    if pos + 2 > r._end:
+        raise r._error("truncated long", pos)
+    data = r._data
+    r.pos = pos + 2
+    return Long(((data[pos] - 0xF8) << 8) | data[pos + 1])
+
+
+def _r_long3(r: Reader, pos: int) -> Long:
+    if pos + 3 > r._end:
+        raise r._error("truncated long", pos)
+    data = r._data
+    r.pos = pos + 3
+    return Long(((data[pos] - 0x3C) << 16) | _u16(data, pos + 1)[0])
+
+
+def _r_long4(r: Reader, pos: int) -> Long:
+    if pos + 5 > r._end:
+        raise r._error("truncated long", pos)
+    r.pos = pos + 5
+    return Long(_i32(r._data, pos + 1)[0])
+
+
+def _r_long8(r: Reader, pos: int) -> Long:
+    if pos + 9 > r._end:
+        raise r._error("truncated long", pos)
+    r.pos = pos + 9
+    return Long(_i64(r._data, pos + 1)[0])
+
+
+def _r_double0(r: Reader, pos: int) -> float:
+    r.pos = pos + 1
+    return 0.0
+
+
+def _r_double1(r: Reader, pos: int) -> float:
+    r.pos = pos + 1
+    return 1.0
+
+
+def _r_double_byte(r: Reader, pos: int) -> float:
+    if pos + 2 > r._end:
+        raise r._error("truncated double", pos)
+    r.pos = pos + 2
+    b = r._data[pos + 1]
+    return float(b - 256 if b > 127 else b)
+
+
+def _r_double_short(r: Reader, pos: int) -> float:
+    if pos + 3 > r._end:
+        raise r._error("truncated double", pos)
+    r.pos = pos + 3
+    return float(_i16(r._data, pos + 1)[0])
+
+
+def _r_double_mill(r: Reader, pos: int) -> float:
+    if pos + 5 > r._end:
+        raise r._error("truncated double", pos)
+    r.pos = pos + 5
+    return 0.001 * _i32(r._data, pos + 1)[0]  # type: ignore[no-any-return]
+
+
+def _r_double8(r: Reader, pos: int) -> float:
+    if pos + 9 > r._end:
+        raise r._error("truncated double", pos)
+    r.pos = pos + 9
+    return _f64(r._data, pos + 1)[0]  # type: ignore[no-any-return]
+
+
+def _r_date_ms(r: Reader, pos: int) -> Date:
+    if pos + 9 > r._end:
+        raise r._error("truncated date", pos)
+    r.pos = pos + 9
+    return Date(_i64(r._data, pos + 1)[0], False)
+
+
+def _r_date_min(r: Reader, pos: int) -> Date:
+    if pos + 5 > r._end:
+        raise r._error("truncated date", pos)
+    r.pos = pos + 5
+    return Date(_i32(r._data, pos + 1)[0] * 60000, True)
+
+
+def _r_str_compact(r: Reader, pos: int) -> str:
+    n = r._data[pos]
+    start = pos + 1
+    end = start + n
+    if end <= r._end:
+        b = r._data[start:end]
+        if b.isascii():
+            r.pos = end
+            return b.decode("ascii")
+    s, r.pos = r._utf8(start, n)
+    return s
+
+
+def _r_str_short(r: Reader, pos: int) -> str:
+    if pos + 2 > r._end:
+        raise r._error("truncated string", pos)
+    data = r._data
+    s, r.pos = r._utf8(pos + 2, ((data[pos] - 0x30) << 8) | data[pos + 1])
+    return s
+
+
+def _r_str_final(r: Reader, pos: int) -> str:
+    if pos + 3 > r._end:
+        raise r._error("truncated string", pos)
+    s, r.pos = r._utf8(pos + 3, _u16(r._data, pos + 1)[0])
+    return s
+
+
+def _r_str_chunk(r: Reader, pos: int) -> str:
+    s, r.pos = r._string_chunks(pos, b"", 0x52)
+    return s
+
+
+def _r_bin_compact(r: Reader, pos: int) -> bytes:
+    n = r._data[pos] - 0x20
+    end = pos + 1 + n
+    if end > r._end:
+        raise r._error(f"truncated binary: {n} bytes, {r._end - pos - 1} left", pos)
+    r.pos = end
+    return bytes(r._data[pos + 1 : end])
+
+
+def _r_bin_short(r: Reader, pos: int) -> bytes:
+    if pos + 2 > r._end:
+        raise r._error("truncated binary", pos)
+    data = r._data
+    n = ((data[pos] - 0x34) << 8) | data[pos + 1]
+    end = pos + 2 + n
+    if end > r._end:
+        raise r._error(f"truncated binary: {n} bytes, {r._end - pos - 2} left", pos)
+    r.pos = end
+    return bytes(data[pos + 2 : end])
+
+
+def _r_bin_chunks(r: Reader, pos: int) -> bytes:
+    b, r.pos = r._binary_chunks(pos, 0x41, True)
+    return b  # type: ignore[return-value]
+
+
+def _r_classdef(r: Reader, pos: int) -> Any:
+    # A class definition is not a value: define it, then read the value that follows.
+    r._define_class(pos + 1, True)
+    return r.read()
+
+
+def _r_object(r: Reader, pos: int) -> JavaObject:
+    r.pos = pos + 1
+    i = r._read_length()
+    return r._instance(pos, i, r.pos)
+
+
+def _r_object_direct(r: Reader, pos: int) -> JavaObject:
+    return r._instance(pos, r._data[pos] - 0x60, pos + 1)
+
+
+def _r_ref(r: Reader, pos: int) -> Any:
+    r.pos = pos + 1
+    i = r._read_length()
+    return r._ref(i, pos)
+
+
+def _read_items(r: Reader, lst: list[Any], n: int, pos: int) -> None:
+    if n > r._end - r.pos:
+        raise r._error(f"list of {n} items, {r._end - r.pos} bytes left", pos)
+    r._enter(pos)
+    read = r.read
+    append = lst.append
+    for _ in range(n):
+        append(read())
+    r._depth -= 1
+
+
+def _read_items_until_end(r: Reader, lst: list[Any], pos: int, end_code: int) -> None:
+    r._enter(pos)
+    data = r._data
+    read = r.read
+    append = lst.append
+    while True:
+        p = r.pos
+        if p >= r._end:
+            raise r._error("unterminated list", pos)
+        if data[p] == end_code:
+            r.pos = p + 1
+            break
+        append(read())
+    r._depth -= 1
+
+
+def _r_list_var_typed(r: Reader, pos: int) -> TypedList:
+    r.pos = pos + 1
+    lst = TypedList((), r._read_type(), False)
+    r._add_ref(lst, pos)
+    _read_items_until_end(r, lst, pos, 0x5A)
+    return lst
+
+
+def _r_list_var(r: Reader, pos: int) -> TypedList:
+    r.pos = pos + 1
+    lst = TypedList((), None, False)
+    r._add_ref(lst, pos)
+    _read_items_until_end(r, lst, pos, 0x5A)
+    return lst
+
+
+def _r_list_fixed_typed(r: Reader, pos: int) -> TypedList:
+    r.pos = pos + 1
+    t = r._read_type()
+    n = r._read_length()
+    lst = TypedList((), t, True)
+    r._add_ref(lst, pos)
+    _read_items(r, lst, n, pos)
+    return lst
+
+
+def _r_list_fixed(r: Reader, pos: int) -> list[Any]:
+    r.pos = pos + 1
+    n = r._read_length()
+    lst: list[Any] = []
+    r._add_ref(lst, pos)
+    _read_items(r, lst, n, pos)
+    return lst
+
+
+def _r_list_direct_typed(r: Reader, pos: int) -> TypedList:
+    r.pos = pos + 1
+    lst = TypedList((), r._read_type(), True)
+    r._add_ref(lst, pos)
+    _read_items(r, lst, r._data[pos] - 0x70, pos)
+    return lst
+
+
+def _r_list_direct(r: Reader, pos: int) -> list[Any]:
+    lst: list[Any] = []
+    r._add_ref(lst, pos)
+    r.pos = pos + 1
+    n = r._data[pos] - 0x78
+    if n:
+        _read_items(r, lst, n, pos)
+    return lst
+
+
+def _read_entries(r: Reader, m: dict[Any, Any], pos: int, end_code: int) -> None:
+    r._enter(pos)
+    data = r._data
+    read = r.read
+    while True:
+        p = r.pos
+        if p >= r._end:
+            raise r._error("unterminated map", pos)
+        if data[p] == end_code:
+            r.pos = p + 1
+            break
+        k = read()
+        try:
+            m[k] = read()
+        except TypeError:
+            raise r._error(f"map key of type {type(k).__name__} is not supported", p) from None
+    r._depth -= 1
+
+
+def _r_map(r: Reader, pos: int) -> dict[Any, Any]:
+    m: dict[Any, Any] = {}
+    r._add_ref(m, pos)
+    r.pos = pos + 1
+    _read_entries(r, m, pos, 0x5A)
+    return m
+
+
+def _r_map_typed(r: Reader, pos: int) -> TypedMap:
+    r.pos = pos + 1
+    m = TypedMap((), r._read_type())
+    r._add_ref(m, pos)
+    _read_entries(r, m, pos, 0x5A)
+    return m
+
+
+# ---------------------------------------------------------------------- skip handlers
+# Each gets the reader and the offset of the code byte and returns the offset after it.
+
+
+def _s_bad(r: Reader, pos: int) -> int:
+    raise r._error(f"unexpected byte 0x{r._data[pos]:02x}", pos)
+
+
+def _fixed(size: int) -> Callable[[Reader, int], int]:
+    def skip(r: Reader, pos: int) -> int:
+        end = pos + size
+        if end > r._end:
+            raise r._error("truncated value", pos)
+        return end
+
+    return skip
+
+
+_s1 = _fixed(1)
+_s2 = _fixed(2)
+_s3 = _fixed(3)
+_s5 = _fixed(5)
+_s9 = _fixed(9)
+
+
+def _s_str_compact(r: Reader, pos: int) -> int:
+    return r._skip_utf8(pos + 1, r._data[pos])
+
+
+def _s_str_short(r: Reader, pos: int) -> int:
+    if pos + 2 > r._end:
+        raise r._error("truncated string", pos)
+    data = r._data
+    return r._skip_utf8(pos + 2, ((data[pos] - 0x30) << 8) | data[pos + 1])
+
+
+def _s_str_final(r: Reader, pos: int) -> int:
+    if pos + 3 > r._end:
+        raise r._error("truncated string", pos)
+    return r._skip_utf8(pos + 3, _u16(r._data, pos + 1)[0])
+
+
+def _s_str_chunk(r: Reader, pos: int) -> int:
+    return r._skip_string_chunks(pos, 0x52)
+
+
+def _s_bin_compact(r: Reader, pos: int) -> int:
+    end = pos + 1 + r._data[pos] - 0x20
+    if end > r._end:
+        raise r._error("truncated binary", pos)
+    return end
+
+
+def _s_bin_short(r: Reader, pos: int) -> int:
+    if pos + 2 > r._end:
+        raise r._error("truncated binary", pos)
+    data = r._data
+    end = pos + 2 + (((data[pos] - 0x34) << 8) | data[pos + 1])
+    if end > r._end:
+        raise r._error("truncated binary", pos)
+    return end
+
+
+def _s_bin_chunks(r: Reader, pos: int) -> int:
+    return r._binary_chunks(pos, 0x41, False)[1]
+
+
+def _s_classdef(r: Reader, pos: int) -> int:
+    r._define_class(pos + 1, False)
+    r.skip()
+    return r.pos
+
+
+def _s_object(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    i = r._skip_length()
+    return r._skip_instance(pos, i, r.pos)
+
+
+def _s_object_direct(r: Reader, pos: int) -> int:
+    return r._skip_instance(pos, r._data[pos] - 0x60, pos + 1)
+
+
+def _s_ref(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    i = r._skip_length()
+    if not 0 <= i < len(r._refs):
+        raise r._error(f"reference {i} out of range ({len(r._refs)} known)", pos)
+    return r.pos
+
+
+def _skip_items(r: Reader, n: int, pos: int) -> int:
+    if n > r._end - r.pos:
+        raise r._error(f"list of {n} items, {r._end - r.pos} bytes left", pos)
+    r._enter(pos)
+    skip = r.skip
+    for _ in range(n):
+        skip()
+    r._depth -= 1
+    return r.pos
+
+
+def _skip_until_end(r: Reader, pos: int, end_code: int, pairs: bool) -> int:
+    r._enter(pos)
+    data = r._data
+    skip = r.skip
+    while True:
+        p = r.pos
+        if p >= r._end:
+            raise r._error("unterminated list or map", pos)
+        if data[p] == end_code:
+            r._depth -= 1
+            return p + 1
+        skip()
+        if pairs:
+            skip()
+
+
+def _s_list_var_typed(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._skip_type()
+    r._add_ref(pos, pos)
+    return _skip_until_end(r, pos, 0x5A, False)
+
+
+def _s_list_var(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._add_ref(pos, pos)
+    return _skip_until_end(r, pos, 0x5A, False)
+
+
+def _s_list_fixed_typed(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._skip_type()
+    n = r._skip_length()
+    r._add_ref(pos, pos)
+    return _skip_items(r, n, pos)
+
+
+def _s_list_fixed(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    n = r._skip_length()
+    r._add_ref(pos, pos)
+    return _skip_items(r, n, pos)
+
+
+def _s_list_direct_typed(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._skip_type()
+    r._add_ref(pos, pos)
+    return _skip_items(r, r._data[pos] - 0x70, pos)
+
+
+def _s_list_direct(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._add_ref(pos, pos)
+    return _skip_items(r, r._data[pos] - 0x78, pos)
+
+
+def _s_map(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._add_ref(pos, pos)
+    return _skip_until_end(r, pos, 0x5A, True)
+
+
+def _s_map_typed(r: Reader, pos: int) -> int:
+    r.pos = pos + 1
+    r._skip_type()
+    r._add_ref(pos, pos)
+    return _skip_until_end(r, pos, 0x5A, True)
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def _final_tables() -> tuple[list[Handler], list[Callable[[Reader, int], int]]]:
+    rd: list[Handler] = [_r_bad] * 256
+    sk: list[Callable[[Reader, int], int]] = [_s_bad] * 256
+
+    def put(codes: range | list[int] | str, reader: Handler, skipper: Callable[[Reader, int], int]) -> None:
+        for c in (codes if not isinstance(codes, str) else [ord(ch) for ch in codes]):
+            rd[c] = reader
+            sk[c] = skipper
+
+    put(range(0x00, 0x20), _r_str_compact, _s_str_compact)
+    put(range(0x20, 0x30), _r_bin_compact, _s_bin_compact)
+    put(range(0x30, 0x34), _r_str_short, _s_str_short)
+    put(range(0x34, 0x38), _r_bin_short, _s_bin_short)
+    put(range(0x38, 0x40), _r_long3, _s3)
+    put("AB", _r_bin_chunks, _s_bin_chunks)
+    put("C", _r_classdef, _s_classdef)
+    put("D", _r_double8, _s9)
+    put("F", _r_false, _s1)
+    put("H", _r_map, _s_map)
+    put("I", _r_int4, _s5)
+    put("J", _r_date_ms, _s9)
+    put("K", _r_date_min, _s5)
+    put("L", _r_long8, _s9)
+    put("M", _r_map_typed, _s_map_typed)
+    put("N", _r_null, _s1)
+    put("O", _r_object, _s_object)
+    put("Q", _r_ref, _s_ref)
+    put("R", _r_str_chunk, _s_str_chunk)
+    put("S", _r_str_final, _s_str_final)
+    put("T", _r_true, _s1)
+    put("U", _r_list_var_typed, _s_list_var_typed)
+    put("V", _r_list_fixed_typed, _s_list_fixed_typed)
+    put("W", _r_list_var, _s_list_var)
+    put("X", _r_list_fixed, _s_list_fixed)
+    put("Y", _r_long4, _s5)
+    put([0x5B], _r_double0, _s1)
+    put([0x5C], _r_double1, _s1)
+    put([0x5D], _r_double_byte, _s2)
+    put([0x5E], _r_double_short, _s3)
+    put([0x5F], _r_double_mill, _s5)
+    put(range(0x60, 0x70), _r_object_direct, _s_object_direct)
+    put(range(0x70, 0x78), _r_list_direct_typed, _s_list_direct_typed)
+    put(range(0x78, 0x80), _r_list_direct, _s_list_direct)
+    put(range(0x80, 0xC0), _r_int1, _s1)
+    put(range(0xC0, 0xD0), _r_int2, _s2)
+    put(range(0xD0, 0xD8), _r_int3, _s3)
+    put(range(0xD8, 0xF0), _r_long1, _s1)
+    put(range(0xF0, 0x100), _r_long2, _s2)
+    return rd, sk
+
+
+_INT_CODES = frozenset(
+    list(range(0x80, 0xD8)) + [0x49] + list(range(0xD8, 0x100)) + list(range(0x38, 0x40)) + [0x4C, 0x59]
+)
+
+_READ_TABLES: dict[str, list[Handler]] = {}
+_SKIP_TABLES: dict[str, list[Callable[[Reader, int], int]]] = {}
+_READ_TABLES[_FINAL], _SKIP_TABLES[_FINAL] = _final_tables()
+# The SOFA draft dialect installs its tables from .draft (imported by the package).
+_READ_TABLES[_SOFA], _SKIP_TABLES[_SOFA] = _final_tables()
+_READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = _final_tables()
+
+
+def loads(data: bytes | bytearray | memoryview, pos: int = 0, **kw: Any) -> Any:
+    """The first value in ``data`` (from ``pos``)."""
+    return Reader(data, pos, **kw).read()
+
+
+def load_all(data: bytes | bytearray | memoryview, **kw: Any) -> list[Any]:
+    """Every value in ``data``, one after another."""
+    return Reader(data, **kw).read_all()

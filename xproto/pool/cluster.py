@@ -1,0 +1,379 @@
+"""Clusters: endpoints, load balancing, health, and per-endpoint connection pools.
+
+* :class:`MultiplexPool` shares up to ``max_connections`` connections per endpoint among
+  all requests; each request gets a fresh id from the connection's generator.
+* :class:`PingPongPool` puts one request at a time on a connection; requests wait for a
+  free connection when ``max_connections`` are busy.
+* A request whose connect failed never reached the upstream: it is retried on another
+  endpoint (at most ``connect_attempts`` endpoints). Nothing else is retried.
+* An endpoint whose connect failed is unhealthy for an exponential back-off
+  (``backoff_min`` doubling up to ``backoff_max``); then one request may try it again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xproto.codec import PoolMode, Reason
+from xproto.limits import DEFAULT_LIMITS, Limits
+from xproto.pool.batch import Batch
+from xproto.pool.connection import OPEN, UpstreamConnection
+
+if TYPE_CHECKING:
+    from xproto.codec import Codec
+    from xproto.pool.request import UpstreamRequest
+
+log = logging.getLogger("xproto.pool")
+
+LB_POLICIES = ("round_robin", "random", "least_request")
+
+
+@dataclass(slots=True)
+class ClusterSettings:
+    name: str
+    endpoints: list[tuple[str, int]]
+    protocol: str | None = None
+    lb: str = "round_robin"
+    connect_timeout: float = 1.0
+    max_connections: int = 1          # per endpoint
+    max_pending: int = 10000          # requests in flight through the cluster
+    keepalive_interval: float = 0.0   # 0 = no heartbeats
+    keepalive_timeout: float = 1.0
+    keepalive_failures: int = 3
+    # MOSN retries connect failures up to 3 times; we try at most 3 endpoints per request
+    connect_attempts: int = 3
+    backoff_min: float = 0.5
+    backoff_max: float = 10.0
+    high_water: int = 1024 * 1024
+    low_water: int = 256 * 1024
+    #: first id of every new connection's generator (test hook: start near the wrap)
+    id_start: int = 1
+    #: ping-pong pools carry one request per connection: their own cap (default: same)
+    max_connections_pingpong: int = 0
+
+    def max_conns(self, multiplex: bool) -> int:
+        if multiplex or self.max_connections_pingpong <= 0:
+            return self.max_connections
+        return self.max_connections_pingpong
+
+
+class PoolStats:
+    """Counters the pool reports; the proxy binds them to its metrics. Default: nothing."""
+
+    def upstream_request(self, protocol: str) -> None: ...
+    def upstream_connection(self, protocol: str, delta: int) -> None: ...
+    def connect_failure(self, protocol: str) -> None: ...
+    def unknown_response(self, protocol: str) -> None: ...
+    def upstream_decode_error(self, protocol: str) -> None: ...
+    def heartbeat(self, protocol: str, direction: str) -> None: ...
+
+
+class Endpoint:
+    __slots__ = ("host", "port", "cluster", "healthy", "retry_at", "failures", "active", "pools")
+
+    def __init__(self, cluster: "Cluster", host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.cluster = cluster
+        self.healthy = True
+        self.retry_at = 0.0
+        self.failures = 0
+        #: requests assigned to this endpoint and not finished (least_request)
+        self.active = 0
+        self.pools: dict[tuple[str, PoolMode], ConnPool] = {}
+
+    def available(self, now: float) -> bool:
+        return self.healthy or now >= self.retry_at
+
+    def connected(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            self.cluster.unhealthy -= 1
+        self.failures = 0
+
+    def failed(self, now: float) -> None:
+        s = self.cluster.settings
+        if self.healthy:
+            self.healthy = False
+            self.cluster.unhealthy += 1
+        self.failures += 1
+        self.retry_at = now + min(s.backoff_min * (2 ** min(self.failures - 1, 16)), s.backoff_max)
+
+    def pool_for(self, codec: "Codec", mode: PoolMode) -> "ConnPool":
+        key = (codec.name, mode)
+        p = self.pools.get(key)
+        if p is None:
+            cls = MultiplexPool if mode is PoolMode.MULTIPLEX else PingPongPool
+            p = self.pools[key] = cls(self.cluster, self, codec)
+        return p
+
+    def open_connections(self) -> int:
+        return sum(1 for p in self.pools.values() for c in p.conns if c.state == OPEN)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    __repr__ = __str__
+
+
+class ConnPool:
+    multiplex = True
+
+    def __init__(self, cluster: "Cluster", endpoint: Endpoint, codec: "Codec") -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.codec = codec
+        self.conns: list[UpstreamConnection] = []
+        self.reconnect_after_drop = False
+
+    def open(self) -> UpstreamConnection:
+        conn = UpstreamConnection(self, self.codec, self.multiplex)
+        self.conns.append(conn)
+        self.cluster.spawn(self._connect(conn))
+        return conn
+
+    async def _connect(self, conn: UpstreamConnection) -> None:
+        cl = self.cluster
+        try:
+            await asyncio.wait_for(
+                cl.loop.create_connection(lambda: conn, self.endpoint.host, self.endpoint.port),
+                cl.settings.connect_timeout)
+        except asyncio.CancelledError:
+            conn.connect_failed(ConnectionAbortedError("proxy stopping"))
+            raise
+        except (OSError, asyncio.TimeoutError) as e:
+            if isinstance(e, asyncio.TimeoutError):
+                e = TimeoutError(f"connect timeout {cl.settings.connect_timeout:g}s")
+            conn.connect_failed(e)
+
+    def send(self, req: "UpstreamRequest") -> None:
+        raise NotImplementedError
+
+    def idle(self, conn: UpstreamConnection) -> None:
+        """Ping-pong: ``conn`` can take the next request."""
+
+    def remove(self, conn: UpstreamConnection) -> None:
+        try:
+            self.conns.remove(conn)
+        except ValueError:
+            pass
+
+    def failed(self, conn: UpstreamConnection, message: str) -> None:
+        """A connect failed; its queued requests were already sent elsewhere."""
+
+    def lost(self, conn: UpstreamConnection, was_open: bool) -> None:
+        if self.reconnect_after_drop and not self.cluster.closing:
+            # dropped for missed heartbeats: open a fresh connection right away
+            self.reconnect_after_drop = False
+            if len(self.conns) < self.cluster.settings.max_conns(self.multiplex):
+                self.open()
+
+    def close_all(self) -> None:
+        for c in list(self.conns):
+            c.close()
+
+
+class MultiplexPool(ConnPool):
+    multiplex = True
+
+    def send(self, req: "UpstreamRequest") -> None:
+        conns = self.conns
+        n = len(conns)
+        if n == 0:
+            conn = self.open()
+        elif n == 1:
+            conn = conns[0]
+            if conn.load and self.cluster.settings.max_connections > 1:
+                conn = self.open()
+        else:
+            conn = min(conns, key=_load)
+            if conn.load and n < self.cluster.settings.max_connections:
+                conn = self.open()
+        conn.send(req)
+
+
+def _load(c: UpstreamConnection) -> int:
+    return c.load
+
+
+class PingPongPool(ConnPool):
+    multiplex = False
+
+    def __init__(self, cluster: "Cluster", endpoint: Endpoint, codec: "Codec") -> None:
+        super().__init__(cluster, endpoint, codec)
+        self.free: list[UpstreamConnection] = []
+        self.waiting: deque[UpstreamRequest] = deque()
+
+    def send(self, req: "UpstreamRequest") -> None:
+        free = self.free
+        while free:
+            conn = free.pop()
+            if conn.state == OPEN and not conn.busy:
+                conn.send(req)
+                return
+        if len(self.conns) < self.cluster.settings.max_conns(False):
+            self.open().send(req)
+        else:
+            self.waiting.append(req)
+
+    def idle(self, conn: UpstreamConnection) -> None:
+        waiting = self.waiting
+        while waiting:
+            req = waiting.popleft()
+            if not req.done:
+                conn.send(req)
+                return
+        self.free.append(conn)
+
+    def remove(self, conn: UpstreamConnection) -> None:
+        super().remove(conn)
+        try:
+            self.free.remove(conn)
+        except ValueError:
+            pass
+
+    def failed(self, conn: UpstreamConnection, message: str) -> None:
+        if not self.conns and self.waiting:
+            waiting, self.waiting = self.waiting, deque()
+            for req in waiting:
+                if not req.done:
+                    self.cluster.retry(req, self.endpoint, message)
+
+    def lost(self, conn: UpstreamConnection, was_open: bool) -> None:
+        super().lost(conn, was_open)
+        if was_open and self.waiting and len(self.conns) < self.cluster.settings.max_conns(False) \
+                and not self.cluster.closing:
+            self.open()  # it takes the waiting requests once connected
+
+
+class Cluster:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        loop: asyncio.AbstractEventLoop,
+        batch: Batch | None = None,
+        stats: PoolStats | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        rng: random.Random | None = None,
+    ) -> None:
+        if settings.lb not in LB_POLICIES:
+            raise ValueError(f"unknown lb policy {settings.lb!r}")
+        self.settings = settings
+        self.name = settings.name
+        self.loop = loop
+        self.batch = batch or Batch()
+        self.stats = stats or PoolStats()
+        self.limits = limits
+        self.rng = rng or random.Random()
+        self.endpoints = [Endpoint(self, h, p) for h, p in settings.endpoints]
+        self.unhealthy = 0
+        self.inflight = 0
+        self.rr = 0
+        self.closing = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        t = self.loop.create_task(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    # --- sending -------------------------------------------------------------------------
+    def send(self, req: "UpstreamRequest", codec: "Codec") -> None:
+        """Send ``req`` upstream; its answer arrives via ``on_response``/``on_failure``
+        (possibly synchronously, for overflow and no healthy upstream)."""
+        if self.inflight >= self.settings.max_pending:
+            req.on_failure(Reason.OVERFLOW, f"cluster {self.name}: {self.inflight} requests in flight")
+            return
+        if self.closing:
+            req.on_failure(Reason.NO_HEALTHY_UPSTREAM, f"cluster {self.name} is shutting down")
+            return
+        req.cluster = self
+        self.inflight += 1
+        self._dispatch(req, codec)
+
+    def _dispatch(self, req: "UpstreamRequest", codec: "Codec") -> None:
+        ep = self.pick(req.tried)
+        if ep is None:
+            req.on_failure(Reason.NO_HEALTHY_UPSTREAM, f"cluster {self.name}: no healthy endpoint")
+            return
+        req.endpoint = ep
+        ep.active += 1
+        # a codec may pool some frames differently (unframed Thrift: ping-pong)
+        mode_for = getattr(codec, "pool_mode_for", None)
+        mode = codec.pool_mode if mode_for is None else mode_for(req.frame)
+        ep.pool_for(codec, mode).send(req)
+
+    def retry(self, req: "UpstreamRequest", failed: Endpoint, message: str) -> None:
+        """``req`` never reached ``failed`` (connect failure): try another endpoint."""
+        if req.endpoint is failed:
+            failed.active -= 1
+            req.endpoint = None
+        tried = req.tried
+        if tried is None:
+            tried = req.tried = []
+        tried.append(failed)
+        if len(tried) >= self.settings.connect_attempts or self.closing:
+            req.on_failure(Reason.NO_HEALTHY_UPSTREAM, message)
+        else:
+            self._dispatch(req, req.frame.codec)
+
+    def pick(self, tried: list[Endpoint] | None = None) -> Endpoint | None:
+        eps = self.endpoints
+        if tried is not None or self.unhealthy:
+            now = self.loop.time()
+            eps = [e for e in eps if e.available(now) and (tried is None or e not in tried)]
+        n = len(eps)
+        if n == 0:
+            return None
+        if n == 1:
+            return eps[0]
+        lb = self.settings.lb
+        if lb == "round_robin":
+            i = self.rr
+            self.rr = i + 1
+            return eps[i % n]
+        if lb == "random":
+            return eps[self.rng.randrange(n)]
+        # least_request: fewest requests in flight; ties broken round robin
+        start = self.rr
+        self.rr = start + 1
+        best = eps[start % n]
+        for k in range(1, n):
+            e = eps[(start + k) % n]
+            if e.active < best.active:
+                best = e
+        return best
+
+    # --- lifecycle / admin ---------------------------------------------------------------
+    def close(self) -> None:
+        self.closing = True
+        for ep in self.endpoints:
+            for p in ep.pools.values():
+                p.close_all()
+        for t in list(self.tasks):
+            t.cancel()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.loop.time()
+        return {
+            "name": self.name,
+            "protocol": self.settings.protocol,
+            "lb": self.settings.lb,
+            "in_flight": self.inflight,
+            "max_pending": self.settings.max_pending,
+            "endpoints": [
+                {
+                    "address": str(e),
+                    "healthy": e.healthy,
+                    "available": e.available(now),
+                    "connections": e.open_connections(),
+                    "in_flight": e.active,
+                    "connect_failures": e.failures,
+                }
+                for e in self.endpoints
+            ],
+        }

@@ -1,0 +1,475 @@
+"""A downstream (client) connection: detection, decoding, routing, answers.
+
+The logic only needs a transport-like object (``write``, ``close``, ``abort``,
+``is_closing``, ``pause_reading``, ``resume_reading``, ``set_write_buffer_limits``,
+``get_extra_info``) and the listener's runtime (clock via ``loop.time``/``call_later``,
+route table, clusters): tests and the fuzzer can drive it with a fake transport, no socket.
+
+Every request that expects a response gets exactly one answer: the upstream's response or
+a local reply (``codec.error_reply``). Protocols whose clients need responses in request
+order (ping-pong protocols such as HTTP/1.1, and Kafka) get them in order: answers that
+overtake an earlier request wait for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from xproto.codec import PoolMode, Reason, Role
+from xproto.detect import detect
+from xproto.errors import ProtocolError
+from xproto.frame import Kind
+from xproto.pool.batch import Writable
+from xproto.proxy.exchange import CLOSE, Exchange
+
+if TYPE_CHECKING:
+    from xproto.codec import Codec
+    from xproto.frame import Frame
+    from xproto.proxy.listener import ListenerRuntime
+
+log = logging.getLogger("xproto.proxy")
+
+_REQUEST = Kind.REQUEST
+_RESPONSE = Kind.RESPONSE
+
+#: protocols whose clients need responses in request order even though ids exist
+ORDERED_PROTOCOLS = frozenset({"kafka"})
+
+
+def needs_order(codec: "Codec") -> bool:
+    return codec.pool_mode is PoolMode.PINGPONG or codec.name in ORDERED_PROTOCOLS or bool(
+        getattr(codec, "ordered_responses", False))
+
+
+class DownstreamConnection(asyncio.Protocol, Writable):
+    __slots__ = (
+        "lr", "loop", "batch", "transport", "codec", "decoder", "stats", "buf", "wbuf", "dirty",
+        "pending", "order", "inflight", "frame_timer", "idle_timer", "last_active",
+        "write_paused", "blocked_on", "reading", "closed", "api_of", "keep_alive", "peer",
+        "counted", "eof",
+    )
+
+    def __init__(self, lr: "ListenerRuntime") -> None:
+        self.lr = lr
+        self.loop = lr.loop
+        self.batch = lr.batch
+        self.transport: Any = None
+        self.codec: Codec | None = None
+        self.decoder: Any = None
+        self.stats: Any = None
+        self.buf = bytearray()
+        self.wbuf: list[bytes] = []
+        self.dirty = False
+        #: unordered protocols: exchanges waiting for an answer
+        self.pending: set[Exchange] = set()
+        #: ordered protocols: exchanges in request order (answers leave from the head)
+        self.order: deque[Exchange] | None = None
+        self.inflight = 0
+        self.frame_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = 0.0
+        self.write_paused = False
+        self.blocked_on: list[Any] = []
+        self.reading = True
+        self.closed = False
+        self.api_of: Any = None
+        self.keep_alive: Any = None
+        self.peer: Any = None
+        self.counted = False
+        self.eof = False
+        if len(lr.candidates) == 1:
+            self._use(lr.candidates[0])
+
+    # --- setup ---------------------------------------------------------------------------
+    def _use(self, codec: "Codec") -> None:
+        lr = self.lr
+        self.codec = codec
+        self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
+        self.stats = lr.metrics.downstream(lr.name, codec.name)
+        if needs_order(codec):
+            self.order = deque()
+        self.api_of = lr.api_namer(codec)
+        self.keep_alive = getattr(codec, "keep_alive", None)
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        self.transport = transport
+        lr = self.lr
+        if len(lr.connections) >= lr.max_connections or lr.draining:
+            log.warning("listener %s: connection limit %d reached, closing a new connection",
+                        lr.name, lr.max_connections)
+            self.closed = True
+            transport.abort()
+            return
+        self.counted = True
+        lr.connections.add(self)
+        lr.conn_gauge.inc()
+        self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(high=lr.high_water, low=lr.low_water)
+        self.last_active = self.loop.time()
+        if lr.idle_timeout > 0:
+            self.idle_timer = self.loop.call_later(lr.idle_timeout, self._idle_check)
+
+    # --- reading -------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        lr = self.lr
+        if lr.idle_timeout > 0:
+            self.last_active = self.loop.time()
+        batch = self.batch
+        batch.begin()
+        try:
+            if self.codec is None:
+                self.buf += data
+                if not self._detect():
+                    return
+                data = bytes(self.buf)
+                self.buf.clear()
+            self._feed(data)
+        finally:
+            batch.end()
+
+    def _detect(self) -> bool:
+        try:
+            r = detect(self.lr.candidates, self.buf)
+        except ProtocolError as e:
+            self.lr.metrics.downstream(self.lr.name, "unknown").decode_error()
+            log.info("listener %s: %s from %s: closing", self.lr.name, e, self.peer)
+            self.close()
+            return False
+        if isinstance(r, int):
+            self._arm_frame_timer(False)
+            return False
+        self._use(r)
+        return True
+
+    def _feed(self, data: bytes) -> None:
+        buf = self.buf
+        if buf:
+            buf += data
+            src: Any = buf
+        else:
+            src = data
+        decode = self.decoder.decode
+        on_frame = self._on_frame
+        pos = 0
+        n = len(src)
+        progressed = False
+        try:
+            while pos < n:
+                r = decode(src, pos)
+                if r.__class__ is int:
+                    break
+                pos += len(r.raw)  # type: ignore[union-attr]
+                progressed = True
+                on_frame(r)
+                if self.closed:
+                    return
+        except ProtocolError as e:
+            self._bad_bytes(e)
+            return
+        if src is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += memoryview(data)[pos:]
+        if buf:
+            self._arm_frame_timer(progressed)
+        elif self.frame_timer is not None:
+            self.frame_timer.cancel()
+            self.frame_timer = None
+
+    def _arm_frame_timer(self, progressed: bool) -> None:
+        t = self.frame_timer
+        if t is not None:
+            if not progressed:
+                return
+            t.cancel()
+        self.frame_timer = self.loop.call_later(self.lr.frame_timeout, self._frame_timeout)
+
+    def _frame_timeout(self) -> None:
+        self.frame_timer = None
+        if self.closed:
+            return
+        log.info("listener %s: %s sent an incomplete frame for %gs: closing",
+                 self.lr.name, self.peer, self.lr.frame_timeout)
+        self.close()
+
+    def _bad_bytes(self, e: ProtocolError) -> None:
+        self.stats.decode_error()
+        log.info("listener %s: bad %s bytes from %s: %s", self.lr.name, self.codec.name, self.peer, e)  # type: ignore[union-attr]
+        req = getattr(e, "request", None)
+        if req is not None:
+            # the codec could tell which request was bad: answer it, then close
+            reply = self.codec.error_reply(req, Reason.BAD_REQUEST, str(e))  # type: ignore[union-attr]
+            if reply is not None:
+                self._write(self.codec.encode(reply))  # type: ignore[union-attr]
+        self.buf.clear()
+        self.close()
+
+    # --- requests ------------------------------------------------------------------------
+    def _on_frame(self, frame: "Frame") -> None:
+        codec: Codec = self.codec  # type: ignore[assignment]
+        kind = frame.kind
+        if kind is _RESPONSE:
+            # clients answer nothing we send (we never send them requests): drop it
+            return
+        if frame.heartbeat:
+            if kind is _REQUEST:
+                reply = codec.heartbeat_reply(frame)
+                if reply is not None:
+                    self.lr.metrics.heartbeat(codec.name, "downstream_reply")
+                    self._answer_now(frame, codec.encode(reply))
+            return
+        lr = self.lr
+        api = self.api_of(frame) if self.api_of is not None else ""
+        stats = self.stats
+        stats.requests_inc(api)
+        expects = codec.expects_response(frame)
+        ex = Exchange(self, frame, expects, self.loop.time(), api)
+        if expects:
+            if self.inflight >= lr.max_pending:
+                self._register(ex)
+                ex.done = True
+                self.local_reply(ex, Reason.OVERFLOW,
+                                 f"{self.inflight} requests pending on this connection")
+                return
+            self._register(ex)
+        route = lr.route(frame)
+        if route is None:
+            if expects:
+                ex.done = True
+                self.local_reply(ex, Reason.NO_ROUTE, "no route for this request")
+            else:
+                stats.local_reply(Reason.NO_ROUTE.value)  # counted, nothing to answer
+            return
+        cluster = lr.clusters.get(route.cluster)
+        if cluster is None:  # config validation makes this impossible; be safe
+            if expects:
+                ex.done = True
+                self.local_reply(ex, Reason.NO_ROUTE, f"unknown cluster {route.cluster}")
+            return
+        proto = cluster.settings.protocol
+        if proto is not None and proto != codec.name:
+            if expects:
+                ex.done = True
+                self.local_reply(ex, Reason.NO_ROUTE,
+                                 f"cluster {cluster.name} speaks {proto}, not {codec.name}")
+            return
+        ex.up_stats = lr.up_stats(cluster.name, codec.name)
+        if expects:
+            timeout = route.timeout
+            if timeout:
+                ex.timer = self.loop.call_later(timeout, ex.on_timeout)
+        cluster.send(ex, codec)
+
+    def _register(self, ex: Exchange) -> None:
+        self.inflight += 1
+        order = self.order
+        if order is not None:
+            order.append(ex)
+        else:
+            self.pending.add(ex)
+
+    # --- answers ---------------------------------------------------------------------------
+    def respond(self, ex: Exchange, frame: "Frame") -> None:
+        codec: Codec = self.codec  # type: ignore[assignment]
+        frame.request_id = ex.down_id
+        lr = self.lr
+        data: bytes | None = None
+        if lr.kafka is not None:
+            try:
+                data = lr.kafka.rewrite(frame)
+            except ProtocolError as e:
+                # never pass on a real broker address: answer with an error instead
+                self.local_reply(ex, Reason.UPSTREAM_RESET, f"cannot rewrite broker addresses: {e}")
+                return
+        if data is None:
+            data = codec.encode(frame)
+        status = codec.status_to_http(frame)
+        stats = self.stats
+        stats.response(status)
+        stats.observe(self.loop.time() - ex.start, ex.api)
+        if ex.up_stats is not None:
+            ex.up_stats.response(status)
+        ka = self.keep_alive
+        if ka is not None and not (ka(frame) and ka(ex.frame)):
+            ex.close_after = True
+        self._deliver(ex, data)
+
+    def local_reply(self, ex: Exchange, reason: Reason, message: str) -> None:
+        codec: Codec = self.codec  # type: ignore[assignment]
+        req = ex.frame
+        req.request_id = ex.down_id
+        stats = self.stats
+        stats.local_reply(reason.value)
+        try:
+            reply = codec.error_reply(req, reason, message)
+        except ProtocolError as e:  # a codec that cannot build one for this request
+            log.warning("%s: cannot build a %s reply: %s", codec.name, reason.value, e)
+            reply = None
+        if reply is None:
+            data = CLOSE
+        else:
+            stats.response(codec.status_to_http(reply))
+            data = codec.encode(reply)
+            ka = self.keep_alive
+            if ka is not None and not (ka(reply) and ka(req)):
+                ex.close_after = True
+        stats.observe(self.loop.time() - ex.start, ex.api)
+        if not self.closed:
+            log.debug("%s local reply %s to %s: %s", codec.name, reason.value, self.peer, message)
+        self._deliver(ex, data)
+
+    def _deliver(self, ex: Exchange, data: bytes) -> None:
+        if self.closed:
+            return
+        order = self.order
+        if order is None:
+            self.pending.discard(ex)
+            self.inflight -= 1
+            if data is not CLOSE:
+                self._write(data)
+            if data is CLOSE or ex.close_after:
+                self.close()
+                return
+        else:
+            ex.out = data
+            while order and order[0].out is not None:
+                e = order.popleft()
+                self.inflight -= 1
+                out = e.out
+                if out is not CLOSE:
+                    self._write(out)  # type: ignore[arg-type]
+                if out is CLOSE or e.close_after:
+                    self.close()
+                    return
+        if self.inflight == 0:
+            if self.eof:
+                self.close()     # the client half-closed and has all its answers
+            elif self.lr.draining:
+                self.lr.drained_one(self)
+
+    def _answer_now(self, req: "Frame", data: bytes) -> None:
+        """A locally answered message outside the request accounting (heartbeats)."""
+        order = self.order
+        if order:
+            # keep the order: queue it as an already-answered exchange
+            ex = Exchange(self, req, True, 0.0, "")
+            ex.done = True
+            self._register(ex)
+            self._deliver(ex, data)
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        self.batch.send(self, data)
+
+    # --- back-pressure ---------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    def block_on(self, conn: Any) -> None:
+        if conn not in self.blocked_on:
+            self.blocked_on.append(conn)
+            conn.blocked.append(self)
+            self._update_reading()
+
+    def unblock(self, conn: Any) -> None:
+        try:
+            self.blocked_on.remove(conn)
+        except ValueError:
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        want = not self.write_paused and not self.blocked_on
+        if want != self.reading:
+            self.reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
+
+    # --- closing ---------------------------------------------------------------------------
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.closed:
+            return
+        lr = self.lr
+        due = self.last_active + lr.idle_timeout
+        now = self.loop.time()
+        if self.inflight == 0 and now >= due:
+            log.debug("listener %s: closing idle connection from %s", lr.name, self.peer)
+            self.close()
+            return
+        self.idle_timer = self.loop.call_later(max(due - now, lr.idle_timeout * 0.1), self._idle_check)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        t = self.transport
+        self._teardown()
+        if t is not None:
+            t.close()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes still gets the answers to what it sent (HTTP/1.0 style).
+        if self.inflight and not self.closed:
+            self.eof = True
+            return True
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.closed and not self.counted:
+            return
+        self.closed = True
+        for t in (self.frame_timer, self.idle_timer):
+            if t is not None:
+                t.cancel()
+        self.frame_timer = self.idle_timer = None
+        if self.counted:
+            self.counted = False
+            lr = self.lr
+            lr.connections.discard(self)
+            lr.conn_gauge.dec()
+            # requests still in flight have nobody to answer to: free their resources
+            for ex in (list(self.order) if self.order is not None else list(self.pending)):
+                ex.abandon()
+            self.pending.clear()
+            if self.order is not None:
+                self.order.clear()
+            self.inflight = 0
+            for conn in self.blocked_on:
+                try:
+                    conn.blocked.remove(self)
+                except ValueError:
+                    pass
+            self.blocked_on.clear()
+            if lr.draining:
+                lr.drained_one(self)
+
+    def drain_now(self, reason: Reason, message: str) -> None:
+        """Shutdown: answer whatever is still in flight with a local reply."""
+        exs = list(self.order) if self.order is not None else list(self.pending)
+        batch = self.batch
+        batch.begin()
+        try:
+            for ex in exs:
+                if not ex.done:
+                    ex.on_failure(reason, message)
+        finally:
+            batch.end()

@@ -1,0 +1,87 @@
+"""One request through the proxy: from its arrival to its one answer."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from xproto.codec import Reason
+from xproto.pool.request import UpstreamRequest
+
+if TYPE_CHECKING:
+    from xproto.frame import Frame
+    from xproto.proxy.downstream import DownstreamConnection
+
+#: ``Exchange.out`` of an answer that cannot be written (codec without an error form):
+#: the downstream connection is closed when this answer's turn comes.
+CLOSE = b""
+
+
+class Exchange(UpstreamRequest):
+    """A request waiting for its answer. Exactly one of ``on_response``, ``on_failure``,
+    ``on_timeout`` answers it (``done`` guards the rest); the downstream leaving abandons it."""
+
+    __slots__ = ("down", "down_id", "start", "timer", "out", "api", "close_after", "up_stats")
+
+    def __init__(self, down: "DownstreamConnection", frame: "Frame", expects: bool, start: float,
+                 api: str) -> None:
+        super().__init__(frame, expects)
+        self.down = down
+        self.down_id = frame.request_id
+        self.start = start
+        self.timer: Any = None
+        #: ordered protocols: the answer's bytes once known (None = not yet)
+        self.out: bytes | None = None
+        self.api = api
+        self.close_after = False
+        self.up_stats: Any = None
+
+    # --- answers -----------------------------------------------------------------
+    def on_response(self, frame: "Frame") -> None:
+        if self.done:
+            return
+        self.done = True
+        t = self.timer
+        if t is not None:
+            t.cancel()
+            self.timer = None
+        self.release()
+        self.down.respond(self, frame)
+
+    def on_failure(self, reason: Reason, message: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        t = self.timer
+        if t is not None:
+            t.cancel()
+            self.timer = None
+        self.release()
+        self.down.local_reply(self, reason, message)
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        self.done = True
+        self.release()
+        d = self.down
+        batch = d.batch
+        batch.begin()
+        try:
+            d.local_reply(self, Reason.TIMEOUT, "upstream request timeout")
+        finally:
+            batch.end()
+
+    def abandon(self) -> None:
+        """The downstream connection went away: free everything, answer nothing."""
+        if self.done:
+            return
+        self.done = True
+        t = self.timer
+        if t is not None:
+            t.cancel()
+            self.timer = None
+        self.release()
+
+    # --- back-pressure ---------------------------------------------------------------
+    def blocked_by(self, conn: Any) -> None:
+        self.down.block_on(conn)

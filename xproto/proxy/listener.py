@@ -1,0 +1,102 @@
+"""Per-listener runtime state shared by its downstream connections."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from xproto.limits import DEFAULT_LIMITS, Limits
+from xproto.pool.batch import Batch
+
+if TYPE_CHECKING:
+    from xproto.codec import Codec
+    from xproto.frame import Frame
+    from xproto.pool.cluster import Cluster
+
+log = logging.getLogger("xproto.proxy")
+
+
+class FixedRoute:
+    __slots__ = ("cluster", "timeout")
+
+    def __init__(self, cluster: str, timeout: float | None) -> None:
+        self.cluster = cluster
+        self.timeout = timeout
+
+
+def kafka_api_namer(codec: "Codec") -> Callable[["Frame"], str] | None:
+    """The ``api`` metric label: the Kafka API name; other protocols have none."""
+    if codec.name != "kafka":
+        return None
+    try:
+        from xproto.codecs.kafka import api_name, kafka_info
+    except ImportError:  # pragma: no cover - kafka codec missing
+        return None
+
+    def name(frame: "Frame") -> str:
+        key = kafka_info(frame).api_key
+        return api_name(key) if key is not None else ""
+    return name
+
+
+class ListenerRuntime:
+    """Everything a :class:`~xproto.proxy.downstream.DownstreamConnection` needs."""
+
+    def __init__(
+        self,
+        name: str,
+        candidates: list["Codec"],
+        route: Callable[["Frame"], Any],
+        clusters: dict[str, "Cluster"],
+        metrics: Any,
+        loop: asyncio.AbstractEventLoop,
+        batch: Batch | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        max_connections: int = 10000,
+        max_pending: int = 10000,
+        frame_timeout: float = 30.0,
+        idle_timeout: float = 0.0,
+        high_water: int = 1024 * 1024,
+        low_water: int = 256 * 1024,
+        kafka: Any = None,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.candidates = candidates
+        self.route = route
+        self.clusters = clusters
+        self.metrics = metrics
+        self.loop = loop
+        self.batch = batch or Batch()
+        self.limits = limits
+        self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.high_water = high_water
+        self.low_water = low_water
+        self.kafka = kafka
+        self.connections: set[Any] = set()
+        self.conn_gauge = metrics.downstream_connections(name)
+        self.draining = False
+        self.on_drained = on_drained
+        self.server: asyncio.AbstractServer | None = None
+        self._up: dict[tuple[str, str], Any] = {}
+
+    def api_namer(self, codec: "Codec") -> Callable[["Frame"], str] | None:
+        return kafka_api_namer(codec)
+
+    def up_stats(self, cluster: str, protocol: str) -> Any:
+        key = (cluster, protocol)
+        s = self._up.get(key)
+        if s is None:
+            s = self._up[key] = self.metrics.upstream(cluster, protocol)
+        return s
+
+    def inflight(self) -> int:
+        return sum(c.inflight for c in self.connections)
+
+    def drained_one(self, conn: Any) -> None:
+        if self.on_drained is not None:
+            self.on_drained()

@@ -14,8 +14,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    import xproto.framing.fixed  # noqa: F401  (instrumented for coverage)
-    import xproto.framing.kv_block  # noqa: F401
+    import xproto.framing.fixed
+    import xproto.framing.kv_block
     import xproto.hessian2  # noqa: F401  (bodies are parsed through it)
     from xproto.codecs.bolt import BoltCodec
     from xproto.errors import ProtocolError

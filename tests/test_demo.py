@@ -382,6 +382,46 @@ def _demo_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "xproto.cli"]
 
 
+def test_demo_survives_a_busy_port(monkeypatch: Any) -> None:
+    """A port the demo picked is taken before the proxy binds it: it picks again."""
+    import io
+    import socket
+
+    from xproto import demo
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    taken = busy.getsockname()[1]
+    real = demo.free_port
+    calls = iter([None, taken])   # the 2nd port asked for (listener rpc's) is the busy one
+
+    def fake() -> int:
+        return next(calls, None) or real()
+
+    monkeypatch.setattr(demo, "free_port", fake)
+    out = io.StringIO()
+    try:
+        rc = demo.run_demo(0.5, out=out)
+    finally:
+        busy.close()
+    text = out.getvalue()
+    assert "picking new ports" in text, text
+    assert rc == 0, text
+
+
+def test_demo_with_the_proxy_in_process() -> None:
+    import io
+
+    from xproto import demo
+
+    out = io.StringIO()
+    rc = demo.run_demo(0.5, out=out, in_process=True)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "proxy process" not in text and re.search(r"^metrics: http://", text, re.M), text
+
+
 def test_xproto_demo_end_to_end() -> None:
     p = subprocess.run(_demo_cmd() + ["demo", "--duration", "2"], capture_output=True, text=True,
                        timeout=50, check=False)
@@ -397,6 +437,8 @@ def test_xproto_demo_end_to_end() -> None:
         assert req > 0 and err < req and 0 < p50 <= p99, (proto, out)
     assert re.search(r"^metrics: http://127\.0\.0\.1:\d+/metrics$", out, re.MULTILINE), out
     assert "MISMATCH" not in out and "UNEXPECTED" not in out, out
+    # the proxy ran as `xproto proxy -c ...` and drained on SIGTERM
+    assert "proxy process: stopped by SIGTERM, exit status 0" in out, out
     # exits cleanly: no tracebacks, no never-retrieved task exceptions or pending-task warnings
     assert "Traceback" not in p.stderr and "Task was destroyed" not in p.stderr, p.stderr
     assert "never retrieved" not in p.stderr, p.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures" / "dubbo"
 WIRE = Path("/work/shared/wire")
 CODEC = DubboCodec()
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -443,3 +444,89 @@ def test_path_attachment_kept_when_service_unchanged() -> None:
     g.headers["x"] = "1"
     h = CODEC.new_decoder().decode(CODEC.encode(g))
     assert isinstance(h, Frame) and h.headers["path"] == "com.example.Alias"
+
+
+# --- real clients read our local replies ----------------------------------------------
+class ReplyServer:
+    """A loopback server (thread) that answers every Dubbo request with ``reply(frame)``."""
+
+    def __init__(self, reply: Any) -> None:
+        import socket
+        import threading
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.seen: list[Frame] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import socket
+        conns: list[socket.socket] = []
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.settimeout(0.2)
+            conns.append(c)
+            dec = CODEC.new_decoder(Role.REQUESTS)
+            buf = bytearray()
+            while not self.stop.is_set():
+                try:
+                    data = c.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                buf += data
+                while True:
+                    r = dec.decode(buf)
+                    if isinstance(r, int):
+                        break
+                    del buf[:len(r.raw)]
+                    self.seen.append(r)
+                    out = CODEC.heartbeat_reply(r) if r.heartbeat else self.reply(r)
+                    if out is not None and r.kind is Kind.REQUEST:
+                        c.sendall(CODEC.encode(out))
+        for c in conns:
+            c.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.peers
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("client", ["dubbo-ssl-python", "sofa-rpc-node"])
+def test_real_client_surfaces_error_reply(client: str) -> None:
+    import sys
+    import time
+    sys.path.insert(0, str(ROOT / "tests"))
+    from peers import dubbo_py, node
+    if client == "dubbo-ssl-python" and dubbo_py.missing():
+        pytest.skip(dubbo_py.missing() or "")
+    if client == "sofa-rpc-node" and node.missing():
+        pytest.skip(node.missing() or "")
+    srv = ReplyServer(lambda r: CODEC.error_reply(r, Reason.NO_ROUTE, "xproto: no route for it"))
+    try:
+        t0 = time.monotonic()
+        if client == "dubbo-ssl-python":
+            out = dubbo_py.dubbo_ssl_call(srv.address, "sayHello", ["x"], timeout=8.0)
+        else:
+            out = node.dubbo_call(srv.address, "sayHello", ["x"], timeout_ms=8000)
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    assert srv.seen and srv.seen[0].headers["method"] == "sayHello"
+    assert not out.get("ok"), out
+    text = json.dumps(out)
+    assert "no route for it" in text, out          # the client shows our message ...
+    assert "timeout" not in out.get("name", "").lower(), out   # ... at once, not after its timeout
+    assert took < 8.0 + 10, took

@@ -25,7 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 WIRE = Path("/work/shared/wire")
 
-ALL = sorted(p for p in FIXTURES.glob("*/*.json") if p.with_suffix(".hex").exists())
+
+
+def _is_fixture(p: Path) -> bool:
+    """A codec fixture: <dir>/<name>.json with "protocol" and "frames", next to <name>.hex."""
+    if not p.with_suffix(".hex").exists():
+        return False
+    try:
+        doc = json.loads(p.read_text())
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and "protocol" in doc and "frames" in doc
+
+
+ALL = sorted(p for p in FIXTURES.glob("*/*.json") if _is_fixture(p))
+#: directories holding codec fixtures (others, e.g. fixtures/hessian2/, hold other data)
+CODEC_DIRS = sorted({p.parent for p in ALL})
 
 
 def _load(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -181,11 +196,10 @@ def test_fixture(path: Path) -> None:
         assert {**a, "request_id": None} == {**b, "request_id": None}
 
 
-def test_fixture_files_are_paired() -> None:
-    for hx in FIXTURES.glob("*/*.hex"):
-        if hx.parent.name in ("configs",):
-            continue
-        assert hx.with_suffix(".json").exists(), f"{hx} has no .json"
+@pytest.mark.parametrize("d", CODEC_DIRS, ids=lambda d: d.name)
+def test_fixture_files_are_paired(d: Path) -> None:
+    for hx in d.glob("*.hex"):
+        assert _is_fixture(hx.with_suffix(".json")), f"{hx} has no fixture .json next to it"
 
 
 def _fixture_bytes() -> dict[bytes, list[str]]:

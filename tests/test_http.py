@@ -99,12 +99,18 @@ def test_http10_body_until_close() -> None:
     f = dec.eof(data, 0)
     assert f is not None and f.raw == data and not CODEC.keep_alive(f)
     assert CODEC.new_decoder(Role.RESPONSES).eof(data[:10], 0) is None  # a truncated head stays truncated
+    dec = CODEC.new_decoder(Role.RESPONSES)
+    assert dec.decode(data[:10], 0) == 1
+    f = dec.eof(data, 0)                   # more bytes arrived after the last decode
+    assert f is not None and f.raw == data
 
 
 def test_interim_and_bodiless_responses() -> None:
     reqs = decode_all(fx("expect-continue-requests"), Role.REQUESTS)
     resps = decode_all(fx("interim-204-304-responses"), Role.RESPONSES, sent=reqs)
     assert [(f.status, f.request_id) for f in resps] == [(100, 0), (204, 0), (304, 1)]
+    assert [CODEC.is_interim(f) for f in resps] == [True, False, False]
+    assert not CODEC.is_interim(reqs[0])
 
 
 def test_h2c_preface_reported() -> None:
@@ -142,6 +148,16 @@ def test_after_101_no_more_http() -> None:
 def test_bad_messages(bad: bytes) -> None:
     with pytest.raises(ProtocolError):
         CODEC.new_decoder(Role.REQUESTS).decode_all(bad)
+
+
+@pytest.mark.parametrize("bad,role", [
+    (b"HTTP/1.1 010 Continue\r\n\r\n", Role.RESPONSES),      # llhttp takes any 3 digits
+    (b"PRI */1.TP/1.0\r\n\r\n", Role.REQUESTS),             # an HTTP/0.9 request line
+    (b"GET /x\r\n\r\n", Role.ANY),
+])
+def test_fuzz_regressions(bad: bytes, role: Role) -> None:
+    with pytest.raises(ProtocolError):
+        CODEC.new_decoder(role).decode_all(bad)
 
 
 # --- limits: the verdict does not depend on chunking --------------------------------------

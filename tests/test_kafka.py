@@ -376,3 +376,17 @@ def test_arbitrary_bytes_raise_only_protocol_error(data: bytes, role: Role) -> N
     for f in frames:
         f.headers  # noqa: B018
         assert CODEC.encode(f) == f.raw
+
+
+def test_tiny_response_frames() -> None:
+    """Responses may be shorter than a request header (size 4..7): whole frames, not 'need 0'."""
+    for size in (4, 5, 7):
+        raw = struct.pack(">ii", size, 3) + b"\x00" * (size - 4)
+        for role in (Role.RESPONSES, Role.ANY):
+            d = dec(role)
+            frames, n = d.decode_all(raw + raw)
+            assert n == 2 * len(raw) and [f.request_id for f in frames] == [3, 3]
+            f = frames[0]
+            f.request_id = 9
+            assert one(CODEC.encode(f), Role.RESPONSES).request_id == 9
+        assert dec(Role.RESPONSES).decode(raw[:-1] if size > 4 else raw[:7]) == 1

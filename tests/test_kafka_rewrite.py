@@ -239,3 +239,66 @@ def test_any_mapping_round_trips(brokers, host, port, ver) -> None:  # type: ign
         return
     f, _v = reparse(out or b"", q)
     assert broker_addresses(f) == [(n, host, port) for n, _h, _p in brokers]
+
+
+def test_hostile_array_lengths_never_reach_kio() -> None:
+    """kio's native reader reserves memory from a declared array length before reading: a
+    length of ~2**32 aborted the process (fuzz/corpus/kafka/crash-kio-array-length-oom).
+    Lengths are checked against the bytes left first."""
+    huge = b"\xf0\xff\xff\xff\x0f"                     # uvarint 4294967280
+    body = b"\x00\x00\x00\x00" + huge + b"\x00" * 16   # throttle, brokers[huge] ...
+    _q, r = exchange(3, 12, body)
+    with pytest.raises(ProtocolError, match="array of"):
+        rewrite_response(r, mapper)
+    legacy = b"\x00\x00\x00\x00" + b"\x7f\xff\xff\xff" + b"\x00" * 16
+    _q, r = exchange(3, 5, legacy)
+    with pytest.raises(ProtocolError, match="array of"):
+        broker_addresses(r)
+    # the same guard protects Role.ANY's request check (a Produce v9 body with a huge topic count)
+    crash = (Path(__file__).resolve().parent.parent / "fuzz" / "corpus" / "kafka" / "crash-kio-array-length-oom")
+    data = crash.read_bytes()[2:]
+    try:
+        CODEC.new_decoder(Role.ANY).decode_all(data)
+    except ProtocolError:
+        pass
+
+
+def test_unknown_versions_of_address_apis_are_never_passed_through() -> None:
+    q = CODEC.new_decoder(Role.REQUESTS).decode(
+        struct.pack(">ihhih", 12, 3, 40, 5, 1) + b"c" + b"\x00")            # Metadata v40, flexible
+    d = CODEC.new_decoder(Role.RESPONSES)
+    d.request_sent(q)
+    r = d.decode(struct.pack(">ii", 6, 5) + b"\x00\x00")
+    with pytest.raises(ProtocolError, match="unknown to kio"):
+        rewrite_response(r, mapper)
+
+
+@pytest.mark.parametrize("req,resp", [
+    ("aiokafka.kafka-ApiVersions-v0-request", "tansu.kafka-ApiVersions-v0-response-to-aiokafka"),
+    ("kafka-python.kafka-ApiVersions-v4-request", "tansu.kafka-ApiVersions-v4-response-to-kafka-python")])
+def test_clamp_api_versions(req: str, resp: str) -> None:
+    from xproto.codecs.kafka import max_known_version
+    from xproto.codecs.kafka_rewrite import ADDRESS_APIS, clamp_api_versions
+    q = CODEC.new_decoder(Role.REQUESTS).decode(wire(req))
+    d = CODEC.new_decoder(Role.RESPONSES)
+    d.request_sent(q)
+    r = d.decode(wire(resp))
+    _f, orig = reparse(r.raw, q)
+    advertised = {int(k.api_key): int(k.max_version) for k in orig.api_keys}
+    # Tansu advertises versions kio knows: nothing to clamp
+    assert all(advertised[k] <= max_known_version(k) for k in ADDRESS_APIS if k in advertised)
+    assert clamp_api_versions(r) is None
+    # a broker advertising Metadata v99 is clamped to kio's newest
+    schema = load_response_schema(18, kafka_info(r).api_version)
+    bumped = dataclasses.replace(orig, api_keys=tuple(
+        dataclasses.replace(k, max_version=type(k.max_version)(99)) if k.api_key == 3 else k for k in orig.api_keys))
+    body = kafka_info(r).body_offset(r.raw)
+    raw = struct.pack(">i", body - 4 + len(kio_bytes(bumped))) + r.raw[4:body] + kio_bytes(bumped)
+    d2 = CODEC.new_decoder(Role.RESPONSES)
+    d2.request_sent(q)
+    out = clamp_api_versions(d2.decode(raw))
+    assert out is not None
+    _g, new = reparse(out, q)
+    got = {int(k.api_key): int(k.max_version) for k in new.api_keys}
+    assert got == {**advertised, 3: max_known_version(3)}
+    assert isinstance(schema, type)

@@ -37,6 +37,7 @@ def _serve(reason: str | None, start, *args) -> Iterator[PeerProcess]:  # type: 
 
 # --- servers, one per module ----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def node_bolt() -> Iterator[PeerProcess]:
     yield from _serve(node.missing(), node.start_bolt_server)
@@ -85,6 +86,7 @@ def http_upstream(request: pytest.FixtureRequest) -> Iterator[PeerProcess]:
 
 # --- Dubbo ----------------------------------------------------------------------------------
 
+
 def test_dubbo_sofa_rpc_node_client_to_node_server(node_dubbo: PeerProcess) -> None:
     out = node.dubbo_call(node_dubbo.address, "sayHello", ["dubbo"], count=3)
     assert out["ok"], out
@@ -115,6 +117,7 @@ def test_dubbo_node_client_to_dubbo_py_server(dubbo_py_server: PeerProcess) -> N
 
 # --- Bolt -----------------------------------------------------------------------------------
 
+
 def test_bolt_sofa_rpc_node_hessian(node_bolt: PeerProcess) -> None:
     out = node.bolt_call(node_bolt.address, "sayHello", ["bolt"], count=3)
     assert out["ok"], out
@@ -129,6 +132,7 @@ def test_bolt_anthunder_protobuf(anthunder_server: PeerProcess) -> None:
 
 
 # --- Thrift ---------------------------------------------------------------------------------
+
 
 def test_thrift_thriftpy2(thriftpy2_server: PeerProcess) -> None:
     mode = thriftpy2_server.info["mode"]
@@ -155,6 +159,7 @@ def test_thrift_thriftpy2_client_to_apache_server(apache_thrift_server: PeerProc
 
 # --- Kafka ----------------------------------------------------------------------------------
 
+
 def test_kafka_python_against_tansu(tansu: PeerProcess) -> None:
     topic = kafka_peers.new_topic("kp")
     out = kafka_peers.kafka_python_roundtrip(tansu.address, topic, ["a", "b", "c"], group="kp-group")
@@ -176,6 +181,7 @@ def test_aiokafka_against_tansu(tansu: PeerProcess) -> None:
 
 
 # --- HTTP -----------------------------------------------------------------------------------
+
 
 def test_http_httpx_keepalive_chunked(http_upstream: PeerProcess) -> None:
     need(http_peers.missing("httpx"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from test_proxy_helpers import Client, Upstream, arun, codec, listener, metric, proxy, until
 
 from xproto.codecs import bolt as B
 from xproto.frame import Frame, Kind
-from test_proxy_helpers import Client, Upstream, arun, codec, listener, metric, proxy, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,7 +24,7 @@ def bolt_hb(rid: int) -> bytes:
     return BOLT.build(type=B.TYPE_REQUEST, cmdcode=B.CMD_HEARTBEAT, request_id=rid)
 
 
-def bolt_echo(tag: bytes = b"") -> "callable":
+def bolt_echo(tag: bytes = b"") -> callable:
     def respond(f: Frame) -> bytes:
         return BOLT.build(type=B.TYPE_RESPONSE, cmdcode=B.CMD_RESPONSE, request_id=f.request_id,
                           status=0, content=tag + bytes(BOLT.content(f)))
@@ -388,7 +388,11 @@ def test_max_connections_per_listener() -> None:
             c1.send(bolt_req(2))
             (f,) = await c1.recv(1)
             assert f.request_id == 2
+            assert metric(p, "xproto_downstream_connections", listener="main", protocol="bolt") == 1
+            assert metric(p, "xproto_upstream_connections", cluster="a", protocol="bolt") == 1
             c1.close()
+            await until(lambda: metric(p, "xproto_downstream_connections", listener="main",
+                                       protocol="bolt") == 0)
         await up.close()
     arun(body())
 
@@ -424,4 +428,44 @@ def test_idle_connection_closed_after_idle_timeout() -> None:
             assert await c.closed(timeout=3)
             assert 0.1 < loop.time() - t0 < 2
         await up.close()
+    arun(body())
+
+
+def test_connect_timeout_then_retry_elsewhere() -> None:
+    import socket
+
+    async def body() -> None:
+        # a listener whose accept queue is full: SYNs are dropped, connects hang
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        fillers = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(hole.getsockname())
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        up = await Upstream("bolt", bolt_echo()).start()
+        try:
+            clusters = {"a": [f"127.0.0.1:{hole.getsockname()[1]}", up.addr]}
+            extra = {"a": {"connect_timeout": "200ms"}}
+            async with proxy(cfg(clusters, [{"cluster": "a"}], cluster_extra=extra)) as p:
+                c = await Client("bolt").connect(p.listener_address("main"))
+                loop = asyncio.get_running_loop()
+                t0 = loop.time()
+                c.send(bolt_req(1))
+                (f,) = await c.recv(1)
+                dt = loop.time() - t0
+                assert f.request_id == 1 and f.status == 0
+                assert 0.18 < dt < 2           # waited for the connect timeout, then retried
+                assert metric(p, "xproto_upstream_connect_failures_total", cluster="a", protocol="bolt") == 1
+                c.close()
+        finally:
+            for s in fillers:
+                s.close()
+            hole.close()
+            await up.close()
     arun(body())

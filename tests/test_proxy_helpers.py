@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from xproto.codec import Codec, Role
 from xproto.config import parse_config
@@ -19,18 +21,30 @@ def codec(name: str) -> Codec:
     return REG.get(name)
 
 
+def _loop_factory() -> Any:
+    """uvloop (what ``xproto proxy`` runs on) unless XPROTO_TEST_LOOP=asyncio."""
+    if os.environ.get("XPROTO_TEST_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+            return uvloop.new_event_loop
+        except ImportError:  # pragma: no cover
+            pass
+    return asyncio.new_event_loop
+
+
 def arun(coro: Awaitable[Any], timeout: float = 20.0) -> Any:
     """Run one async test body on a fresh loop, bounded."""
     async def main() -> Any:
         return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as r:
+        return r.run(main())
 
 
 Handler = Callable[["Upstream", "UpConn", Frame], Awaitable[None] | None]
 
 
 class UpConn(asyncio.Protocol):
-    def __init__(self, server: "Upstream") -> None:
+    def __init__(self, server: Upstream) -> None:
         self.server = server
         self.decoder = server.codec.new_decoder(Role.REQUESTS)
         self.buf = bytearray()
@@ -45,9 +59,16 @@ class UpConn(asyncio.Protocol):
         self.buf += data
         frames, used = self.decoder.decode_all(self.buf)
         del self.buf[:used]
+        srv = self.server
         for f in frames:
-            self.server.received.append(f)
-            self.server.on_frame(self, f)
+            if f.heartbeat:
+                # keep a few (tests look at them), count all: a flood must not grow memory
+                srv.heartbeats += 1
+                if srv.heartbeats <= 64:
+                    srv.received.append(f)
+            elif srv.record:
+                srv.received.append(f)
+            srv.on_frame(self, f)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self in self.server.conns:
@@ -71,6 +92,9 @@ class Upstream:
         self.close_after = 0
         self.answer_heartbeats = True
         self.received: list[Frame] = []
+        #: keep every request frame in ``received`` (memory-measuring tests turn it off)
+        self.record = True
+        self.heartbeats = 0
         self.conns: list[UpConn] = []
         self.accepted = 0
         self.lost = 0
@@ -78,7 +102,7 @@ class Upstream:
         self.delay = 0.0
         self.got = asyncio.Event()
 
-    async def start(self) -> "Upstream":
+    async def start(self) -> Upstream:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: UpConn(self), "127.0.0.1", 0)
         return self
@@ -135,7 +159,7 @@ class Client:
         self.buf = bytearray()
         self.frames: list[Frame] = []
 
-    async def connect(self, addr: tuple[str, int]) -> "Client":
+    async def connect(self, addr: tuple[str, int]) -> Client:
         self.reader, self.writer = await asyncio.open_connection(*addr)
         return self
 
@@ -174,7 +198,7 @@ class Client:
                     return True
         except (ConnectionError, OSError):
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def close(self) -> None:

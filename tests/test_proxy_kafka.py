@@ -3,7 +3,6 @@ broker addresses in Metadata / FindCoordinator rewritten to per-broker proxy lis
 Produce acks=0 never waits."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import io
@@ -11,12 +10,12 @@ import random
 import struct
 
 import pytest
-
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_writer
+from test_proxy_helpers import Client, Upstream, arun, listener, metric, proxy, until
+
 from xproto.codecs.kafka import kafka_info, request_schema, response_schema
 from xproto.frame import Frame, Kind
-from test_proxy_helpers import Client, Upstream, arun, listener, metric, proxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,7 +97,7 @@ class FakeCluster:
             return kresp(f.request_id, False, s(responses=(), throttle_time=datetime.timedelta(0)))
         return None
 
-    async def start(self, n: int) -> "FakeCluster":
+    async def start(self, n: int) -> FakeCluster:
         for _ in range(n):
             self.brokers.append(await Upstream("kafka", self.responder).start())
         return self
@@ -204,5 +203,69 @@ def test_kafka_produce_acks0_never_waits_and_order_kept() -> None:
             assert metric(p, "xproto_local_replies_total", listener="main", protocol="kafka",
                           reason="timeout") == 0
             c.close()
+        await fc.close()
+    arun(body())
+
+
+def test_kafka_bind_mode_one_upstream_connection_per_client() -> None:
+    async def body() -> None:
+        fc = await FakeCluster().start(1)
+        b = fc.brokers[0]
+        cfg = {"listeners": [listener(["kafka"], [{"cluster": "k"}])],
+               "clusters": [{"name": "k", "endpoints": [b.addr]}]}
+        async with proxy(cfg) as p:
+            clients = [await Client("kafka").connect(p.listener_address("main")) for _ in range(3)]
+            for i, c in enumerate(clients):
+                for j in range(2):
+                    req = metadata_req(1, 10 * i + j)
+                    c.send(req, c.codec.new_decoder().decode(req))
+            for i, c in enumerate(clients):
+                got = await c.recv(2)
+                assert [f.request_id for f in got] == [10 * i, 10 * i + 1]
+            assert b.accepted == 3          # a dedicated upstream connection per client
+            clients[0].close()
+            await until(lambda: b.lost == 1)   # ... closed with its client
+            # the broker drops a connection: its client is closed too (its session is gone)
+            b.mode = "close"
+            b.close_after = 0
+            req = metadata_req(1, 99)
+            clients[1].send(req, clients[1].codec.new_decoder().decode(req))
+            assert await clients[1].closed()
+            # the third client is unaffected
+            b.mode = "echo"
+            req = metadata_req(1, 100)
+            clients[2].send(req, clients[2].codec.new_decoder().decode(req))
+            (f,) = await clients[2].recv(1)
+            assert f.request_id == 100
+            clients[2].close()
+        await fc.close()
+    arun(body())
+
+
+def test_listener_carrying_kafka_and_bolt_leaves_bolt_untouched() -> None:
+    from test_proxy_core import bolt_echo, bolt_req, content
+
+    async def body() -> None:
+        fc = await FakeCluster().start(1)
+        b = await Upstream("bolt", bolt_echo(b"B:")).start()
+        lo, hi = _range()
+        routes = [{"match": {"protocol": "kafka"}, "cluster": "k"}, {"cluster": "b"}]
+        cfg = {"listeners": [listener(["bolt", "kafka"], routes,
+                                      kafka={"advertise_host": "127.0.0.1", "broker_ports": f"{lo}-{hi}"})],
+               "clusters": [{"name": "k", "endpoints": [fc.brokers[0].addr]},
+                            {"name": "b", "endpoints": [b.addr]}]}
+        async with proxy(cfg) as p:
+            cb = await Client("bolt").connect(p.listener_address("main"))
+            cb.send(bolt_req(3, content=b"x"))
+            (f,) = await cb.recv(1)
+            assert f.request_id == 3 and content(f) == b"B:x"
+            ck = await Client("kafka").connect(p.listener_address("main"))
+            req = metadata_req(1, 4)
+            ck.send(req, ck.codec.new_decoder().decode(req))
+            (g,) = await ck.recv(1)
+            assert all(lo <= port <= hi for *_x, port in brokers_of(g))
+            cb.close()
+            ck.close()
+        await b.close()
         await fc.close()
     arun(body())

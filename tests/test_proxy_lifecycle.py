@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 import yaml
-
 from test_proxy_core import bolt_echo, bolt_req, content
 from test_proxy_helpers import Client, Upstream, arun
 
@@ -120,6 +119,40 @@ def test_sigterm_answers_leftovers_locally_after_grace(tmp_path) -> None:
             assert all(f.status != 0 for f in got)          # local replies, not silence
             assert await finish(proc, lines) == 0
             assert loop.time() - t0 < 5
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await up.close()
+    arun(body(), timeout=40)
+
+
+def test_workers_share_the_port_and_merge_metrics(tmp_path) -> None:
+    async def body() -> None:
+        up = await Upstream("bolt", bolt_echo()).start()
+        cfg = {"admin": {"address": "127.0.0.1:0"}, "workers": 2,
+               "listeners": [{"name": "rpc", "address": "127.0.0.1:0", "protocols": ["bolt"],
+                              "routes": [{"cluster": "a"}]}],
+               "clusters": [{"name": "a", "endpoints": [up.addr]}]}
+        proc, addrs, admin, lines = await start_proxy(tmp_path, cfg)
+        try:
+            n = 20
+            clients = [await Client("bolt").connect(addrs["rpc"]) for _ in range(n)]
+            for i, c in enumerate(clients):
+                c.send(bolt_req(i, content=b"%d" % i))
+            for i, c in enumerate(clients):
+                (f,) = await c.recv(1)
+                assert f.request_id == i and content(f) == b"%d" % i
+                c.close()
+            # one upstream pool per worker: both workers connected to the upstream
+            assert up.accepted == 2
+            loop = asyncio.get_running_loop()
+            st, text = await loop.run_in_executor(None, _get, admin + "/metrics")
+            assert st == 200
+            m = re.search(rb'xproto_downstream_requests_total\{api="",listener="rpc",protocol="bolt"\} (\S+)', text)
+            assert m and float(m.group(1)) == n        # merged over both workers
+            proc.send_signal(signal.SIGTERM)
+            assert await finish(proc, lines) == 0
         finally:
             if proc.returncode is None:
                 proc.kill()

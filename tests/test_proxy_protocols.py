@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from test_proxy_core import bolt_echo, bolt_req, content
+from test_proxy_helpers import Client, Upstream, arun, codec, listener, metric, proxy, until
 
 from xproto.codecs import dubbo as D
 from xproto.codecs import thrift as T
 from xproto.frame import Frame, Kind
 from xproto.hessian2 import Writer, loads
-from test_proxy_core import bolt_echo, bolt_req, content
-from test_proxy_helpers import Client, Upstream, arun, codec, listener, metric, proxy, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -313,4 +313,85 @@ def test_detection_several_protocols_one_port() -> None:
                 c.close()
         for u in (d, b, h):
             await u.close()
+    arun(body())
+
+
+def test_dubbo_provider_heartbeat_answered_by_proxy() -> None:
+    async def body() -> None:
+        up = await Upstream("dubbo", dubbo_echo).start()
+        cfg = {"listeners": [listener(["dubbo"], [{"cluster": "g"}])],
+               "clusters": [{"name": "g", "endpoints": [up.addr]}]}
+        async with proxy(cfg) as p:
+            c = await Client("dubbo").connect(p.listener_address("main"))
+            c.send(dubbo_req(1, "com.example.Greeter"))
+            await c.recv(1)
+            # the provider heartbeats the proxy's idle connection, with an id of its own
+            # that equals one the proxy uses: it must be answered, not taken for a response
+            (conn,) = up.conns
+            conn.send(DUBBO.encode(DUBBO.heartbeat_request(1)))
+            await until(lambda: any(f.heartbeat and f.kind is Kind.RESPONSE for f in up.received))
+            (hb,) = [f for f in up.received if f.heartbeat]
+            assert hb.request_id == 1 and hb.status == 20
+            assert metric(p, "xproto_heartbeats_total", protocol="dubbo", direction="upstream_reply") == 1
+            assert metric(p, "xproto_upstream_unknown_responses_total", cluster="g", protocol="dubbo") == 0
+            c.send(dubbo_req(2, "com.example.Greeter"))
+            (f,) = await c.recv(1)
+            assert f.request_id == 2 and f.status == 20
+            c.close()
+        await up.close()
+    arun(body())
+
+
+def test_http_bad_request_gets_400_then_close() -> None:
+    async def body() -> None:
+        a = await Upstream("http", http_echo).start()
+        cfg = {"listeners": [listener(["http"], [{"cluster": "a"}])],
+               "clusters": [{"name": "a", "endpoints": [a.addr]}]}
+        async with proxy(cfg) as p:
+            c = await Client("http").connect(p.listener_address("main"))
+            c.send(b"GET / HTTP/1.1\r\nhost: x\r\nbad header line\r\n\r\n", HTTP.new_decoder().decode(http_get("/")))
+            (f,) = await c.recv(1)
+            assert f.status == 400
+            assert await c.closed()
+            assert a.received == []
+            assert metric(p, "xproto_decode_errors_total", listener="main", protocol="http") == 1
+        await a.close()
+    arun(body())
+
+
+def test_http_ping_pong_pool_respects_max_connections() -> None:
+    async def body() -> None:
+        a = await Upstream("http", http_echo).start()
+        a.delay = 0.05
+        cfg = {"listeners": [listener(["http"], [{"cluster": "a"}])],
+               "clusters": [{"name": "a", "endpoints": [a.addr], "max_connections": 2}]}
+        async with proxy(cfg) as p:
+            clients = [await Client("http").connect(p.listener_address("main")) for _ in range(6)]
+            for i, c in enumerate(clients):
+                req = http_get(f"/{i}")
+                c.send(req, HTTP.new_decoder().decode(req))
+            for i, c in enumerate(clients):
+                (f,) = await c.recv(1)
+                assert http_body(f) == f"GET /{i} via -".encode()
+                c.close()
+            assert a.accepted == 2      # the others waited for a free connection
+        await a.close()
+    arun(body())
+
+
+def test_multiplex_pool_opens_up_to_max_connections() -> None:
+    async def body() -> None:
+        up = await Upstream("bolt", bolt_echo()).start()
+        up.delay = 0.05
+        cfg = {"listeners": [listener(["bolt"], [{"cluster": "a"}])],
+               "clusters": [{"name": "a", "endpoints": [up.addr], "max_connections": 3}]}
+        async with proxy(cfg) as p:
+            c = await Client("bolt").connect(p.listener_address("main"))
+            for i in range(12):
+                c.send(bolt_req(i))
+            got = await c.recv(12)
+            assert sorted(f.request_id for f in got) == list(range(12))
+            assert up.accepted == 3
+            c.close()
+        await up.close()
     arun(body())

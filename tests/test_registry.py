@@ -216,6 +216,8 @@ def test_duplicate_distributions_fail_naming_both(toy_venv: Path) -> None:
         assert rc == 1 and rows == []
         assert "two codecs named 'toy'" in err
         assert "xproto-toy 0.1.0" in err and "xproto-toy-dup 0.1.0" in err
+        r = _run(toy_venv, "-m", "xproto.cli", "decode", "-", input=TOY_FRAME)
+        assert r.returncode == 1 and b"xproto-toy-dup" in r.stderr
         # with autoload disabled the built-ins still work
         rc, rows, err = _codecs(toy_venv, {regmod.DISABLE_ENV: "1"})
         assert rc == 0 and len(rows) == 5

@@ -474,3 +474,53 @@ def test_arbitrary_bytes_raise_only_protocol_error(data: bytes) -> None:
 
 def test_fixture_files_exist() -> None:
     assert len(list(FIX.glob("*.hex"))) >= 17
+
+
+def test_compact_seqid_varints() -> None:
+    # a seqid varint wider than 32 bits is not an i32: rejected
+    with pytest.raises(ProtocolError, match="32 bits"):
+        CODEC.new_decoder().decode(bytes([0x82, 0x41, 0xF9, 0xF8, 0x98, 0x9A, 0x74, 2]) + b"ok\x00")
+    # an overlong (non-shortest) varint is read; a patched id is written in shortest form
+    raw = bytes([0x82, 0x41, 0xF9, 0x00, 2]) + b"ok\x00"
+    f = decode_one(raw)
+    assert f.request_id == 121 and CODEC.encode(f) == raw
+    f.request_id = 122
+    assert CODEC.encode(f) == bytes([0x82, 0x41, 122, 2]) + b"ok\x00"
+    # negative seqids travel as 5-byte varints of their 32-bit pattern
+    f = decode_one(message(Proto.COMPACT, "m", TMessageType.CALL, -2))
+    assert f.request_id == -2
+
+
+def test_theader_seq_id_that_differs_from_the_payload_round_trips() -> None:
+    payload = message(Proto.BINARY, "m", TMessageType.CALL, 65536)
+    raw = transport(Transport.HEADER, Proto.BINARY, payload, seq=0)
+    f = decode_one(raw)
+    f.request_id = 5
+    out = CODEC.encode(f)
+    assert struct.unpack_from(">i", out, 8)[0] == 5 - 65536       # keeps its distance
+    g = decode_one(out)
+    g.request_id = 65536
+    assert CODEC.encode(g) == raw
+
+
+def test_theader_with_transforms_passes_through_opaquely() -> None:
+    from thrift.transport.THeaderTransport import THeaderTransformID
+    mem = TMemoryBuffer()
+    t = THeaderTransport(mem, [THeaderClientType.HEADERS])
+    t.add_transform(THeaderTransformID.ZLIB)
+    t.sequence_id = 12
+    t.set_header(b"k", b"v")
+    t.write(message(Proto.BINARY, "get", TMessageType.CALL, 12))
+    t.flush()
+    raw = mem.getvalue()
+    f = decode_one(raw)
+    assert (f.kind, f.request_id, f.headers, f.meta.opaque) == (Kind.REQUEST, 12, {"k": "v"}, True)
+    assert decode_one(raw, Role.RESPONSES).kind is Kind.RESPONSE
+    f.request_id = 40
+    out = CODEC.encode(f)
+    assert decode_one(out).request_id == 40
+    f.headers["k"] = "w"
+    out = CODEC.encode(f)
+    _n, _t, seqid, headers, _e = apache_read(out, Transport.HEADER, Proto.BINARY)
+    assert (seqid, headers) == (12, {"k": "w"})        # the payload seqid is inside the zlib stream
+    assert CODEC.error_reply(f, Reason.NO_ROUTE) is None

@@ -3,7 +3,8 @@
 Exit codes of ``decode`` (INTERFACE.md): 0 every byte decoded into frames; 2 the stream ends
 inside a frame; 3 a protocol error (the message names the protocol, the byte offset in the
 input and the reason). Usage errors (bad options, unreadable file, bad hex) exit 64
-(EX_USAGE) rather than click's default 2, so that 2 keeps its one meaning.
+(EX_USAGE) rather than click's default 2, so that 2 keeps its one meaning; a broken or
+clashing codec plugin exits 1.
 
 The heavy commands (proxy, check, demo) import their modules lazily.
 """
@@ -63,11 +64,15 @@ def decode_bytes(data: bytes, protocol: str = "auto", as_json: bool = False,
     from xproto.registry import default_registry
 
     echo = (lambda s: click.echo(s, file=out)) if out is not None else click.echo
-    reg = default_registry()
+    try:
+        reg = default_registry()
+        cands = reg.resolve(["auto"]) if protocol == "auto" else []
+    except PluginError as e:        # a broken or clashing plugin: not the input's fault
+        click.echo(f"xproto decode: {e}", err=True)
+        return EXIT_PROBLEM
     if protocol == "auto":
         if not data:
             return EXIT_OK
-        cands = reg.resolve(["auto"])
         try:
             r = detect(cands, data, final=False)
             if isinstance(r, int):

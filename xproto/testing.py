@@ -21,9 +21,9 @@ sample is fine) and checks, with Hypothesis:
 
 For atheris (``pip install atheris``)::
 
-    python -m xproto.testing fuzz <codec-name> [atheris/libFuzzer args ...]
+    python -m xproto.testing fuzz <codec-name | module:Class> [atheris/libFuzzer args ...]
 
-fuzzes the registered codec with the same invariants (split invariance, round trip, only
+fuzzes the codec with the same invariants (split invariance, round trip, only
 ProtocolError). Corpus directories given as plain arguments are used as seeds, as usual.
 """
 from __future__ import annotations
@@ -57,8 +57,11 @@ class Outcome:
 
 
 def resolve_codec(codec: Codec | type | str) -> Codec:
-    """A codec object from an object, a class or a registered name."""
+    """A codec object from an object, a class, a registered name or ``"module:Class"``."""
     if isinstance(codec, str):
+        if ":" in codec:                     # "package.module:Class", not registered
+            from xproto.registry import _import_target
+            return resolve_codec(_import_target(codec))
         from xproto.registry import default_registry
         return default_registry().get(codec)
     if isinstance(codec, type):
@@ -164,7 +167,8 @@ class CodecProperties:
 
     def _settings(self) -> Any:
         from hypothesis import HealthCheck, settings
-        kw: dict[str, Any] = {"deadline": None, "suppress_health_check": list(HealthCheck)}
+        kw: dict[str, Any] = {"deadline": None, "suppress_health_check": list(HealthCheck),
+                              "report_multiple_bugs": False}
         if self.max_examples is not None:
             kw["max_examples"] = self.max_examples
         return settings(**kw)

@@ -103,7 +103,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_tcp(host: str, port: int, timeout: float = START_TIMEOUT, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_tcp(
+    host: str, port: int, timeout: float = START_TIMEOUT, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll until host:port accepts a TCP connection (bounded)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -117,6 +119,26 @@ def wait_tcp(host: str, port: int, timeout: float = START_TIMEOUT, proc: subproc
             last = exc
             time.sleep(0.05)
     raise PeerError(f"{host}:{port} did not open within {timeout}s: {last}")
+
+
+def _resolve_prctl() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved once in the parent: between fork and exec the child only calls the function.
+_PRCTL = _resolve_prctl()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the test process dies (Linux
+    PR_SET_PDEATHSIG), so a killed pytest run leaves no peer behind. No-op elsewhere."""
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))
 
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,6 +170,7 @@ def start_process(
         cwd=cwd,
         env=_child_env(env),
         start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls a pre-resolved prctl
     )
     err.close()
     handle = PeerProcess(name, proc, port or 0, stderr_path=err.name)
@@ -198,19 +221,38 @@ def _read_json_line(proc: subprocess.Popen[bytes], timeout: float, name: str) ->
         raise PeerError(f"{name}: not a JSON ready line: {line[:200]!r}") from None
 
 
-def run_json(name: str, cmd: list[str], *, timeout: float = CALL_TIMEOUT, cwd: str | os.PathLike[str] | None = None,
-             env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_json(
+    name: str,
+    cmd: list[str],
+    *,
+    timeout: float = CALL_TIMEOUT,
+    cwd: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run a peer client subprocess to completion (bounded); return its last JSON stdout line."""
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=cwd, check=False,
-                              env=_child_env(env), start_new_session=True)
+        done = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+            env=_child_env(env),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise PeerError(f"{name}: client did not finish within {timeout}s; stderr: "
-                        f"{(exc.stderr or b'')[-2000:].decode('utf-8', 'replace')}") from None
+        raise PeerError(
+            f"{name}: client did not finish within {timeout}s; stderr: "
+            f"{(exc.stderr or b'')[-2000:].decode('utf-8', 'replace')}"
+        ) from None
     lines = [ln for ln in done.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
     if not lines:
-        raise PeerError(f"{name}: exit {done.returncode}, no JSON result; stderr:\n"
-                        f"{done.stderr[-3000:].decode('utf-8', 'replace')}")
+        raise PeerError(
+            f"{name}: exit {done.returncode}, no JSON result; stderr:\n"
+            f"{done.stderr[-3000:].decode('utf-8', 'replace')}"
+        )
     result: dict[str, Any] = json.loads(lines[-1])
     result.setdefault("exit_code", done.returncode)
     if done.returncode != 0:
@@ -224,32 +266,43 @@ def python_cmd(module: str, func: str, **kwargs: Any) -> list[str]:
     return [sys.executable, str(RUNNER), module, func, json.dumps(kwargs)]
 
 
-def start_python(name: str, module: str, func: str, kwargs: dict[str, Any] | None = None, *,
-                 timeout: float = START_TIMEOUT) -> PeerProcess:
+def start_python(
+    name: str, module: str, func: str, kwargs: dict[str, Any] | None = None, *, timeout: float = START_TIMEOUT
+) -> PeerProcess:
     """Start a Python peer server ``peers.<module>.<func>(**kwargs)`` (it prints its own ready line)."""
     return start_process(name, python_cmd(module, func, **(kwargs or {})), timeout=timeout)
 
 
-def run_python(name: str, module: str, func: str, kwargs: dict[str, Any] | None = None, *,
-               timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+def run_python(
+    name: str, module: str, func: str, kwargs: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT
+) -> dict[str, Any]:
     """Run a Python peer client function in a fresh interpreter; return its JSON-able result dict."""
     return run_json(name, python_cmd(module, func, **(kwargs or {})), timeout=timeout)
 
 
-def announce(port: int, **info: Any) -> None:
-    """For server functions: print the ready line."""
+_SIGNALLED: list[int] = []
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    _SIGNALLED.append(signum)
+
+
+def announce(port: int, *, catch_signals: bool = True, **info: Any) -> None:
+    """For server functions: print the ready line. First (unless ``catch_signals`` is False,
+    for servers with their own handlers) catch SIGTERM/SIGINT, so that a stop() right after
+    the ready line is seen by wait_for_sigterm() instead of killing the process mid-start."""
+    if catch_signals:
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
     sys.stdout.write(json.dumps({"ready": True, "port": port, **info}) + "\n")
     sys.stdout.flush()
 
 
 def wait_for_sigterm() -> None:
-    """For server functions: block until SIGTERM/SIGINT, then return."""
-    got: list[int] = []
-
-    def _handler(signum: int, _frame: object) -> None:
-        got.append(signum)
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    while not got:
-        signal.pause()
+    """For server functions (after announce()): block until SIGTERM/SIGINT, then return."""
+    if signal.getsignal(signal.SIGTERM) is not _on_signal:
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    while not _SIGNALLED:
+        # not signal.pause(): a signal landing between the check and pause() would be missed
+        time.sleep(0.1)

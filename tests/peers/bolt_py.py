@@ -73,8 +73,9 @@ def start_server() -> PeerProcess:
     return start_python("anthunder-server", "bolt_py", "serve_anthunder")
 
 
-def call_anthunder(address: str, payload_b64: str, method: str = "echo", count: int = 1,
-                   timeout_ms: int = 3000) -> dict[str, Any]:
+def call_anthunder(
+    address: str, payload_b64: str, method: str = "echo", count: int = 1, timeout_ms: int = 3000
+) -> dict[str, Any]:
     _quiet()
     from anthunder import SERVICE_MAP, Client
     from mytracer import SpanContext
@@ -83,19 +84,39 @@ def call_anthunder(address: str, payload_b64: str, method: str = "echo", count: 
     SERVICE_MAP[INTERFACE] = (host, int(port))
     client = Client("xproto-peer-client")
     payload = base64.b64decode(payload_b64)
-    results = [client.invoke_sync(INTERFACE, method, payload, spanctx=SpanContext(), timeout_ms=timeout_ms)
-               for _ in range(count)]
-    return {"ok": True, "result_b64": base64.b64encode(results[-1]).decode(),
-            "results_b64": [base64.b64encode(r).decode() for r in results]}
+    results = [
+        client.invoke_sync(INTERFACE, method, payload, spanctx=SpanContext(), timeout_ms=timeout_ms)
+        for _ in range(count)
+    ]
+    return {
+        "ok": True,
+        "result_b64": base64.b64encode(results[-1]).decode(),
+        "results_b64": [base64.b64encode(r).decode() for r in results],
+    }
 
 
-def anthunder_call(address: str, payload: bytes = b"\x0a\x05world", *, method: str = "echo", count: int = 1,
-                   timeout_ms: int = 3000) -> dict[str, Any]:
+def anthunder_call(
+    address: str,
+    payload: bytes = b"\x0a\x05world",
+    *,
+    method: str = "echo",
+    count: int = 1,
+    timeout_ms: int = 3000,
+) -> dict[str, Any]:
     """Call ``echo`` with ``payload`` (default: protobuf bytes of {1: "world"}); adds ``result`` bytes."""
-    out = run_python("anthunder-client", "bolt_py", "call_anthunder",
-                     {"address": address, "payload_b64": base64.b64encode(payload).decode(), "method": method,
-                          "count": count, "timeout_ms": timeout_ms},
-                     timeout=timeout_ms / 1000 * count + 15)
+    out = run_python(
+        "anthunder-client",
+        "bolt_py",
+        "call_anthunder",
+        {
+            "address": address,
+            "payload_b64": base64.b64encode(payload).decode(),
+            "method": method,
+            "count": count,
+            "timeout_ms": timeout_ms,
+        },
+        timeout=timeout_ms / 1000 * count + 15,
+    )
     if out.get("ok"):
         out["result"] = base64.b64decode(out["result_b64"])
         out["results"] = [base64.b64decode(r) for r in out["results_b64"]]

@@ -27,6 +27,7 @@ def missing() -> str | None:
 
 # --- server (runs in the child) -------------------------------------------------------------
 
+
 def serve_dubbo_py() -> None:
     """dubbo-py's DubboService handlers on a loopback socketserver bound to port 0."""
     import threading
@@ -55,19 +56,39 @@ def start_server() -> PeerProcess:
 
 # --- client (runs in the child) -------------------------------------------------------------
 
-def call_dubbo_ssl(address: str, method: str = "sayHello", args: list[Any] | None = None, count: int = 1,
-                   timeout: float = 5.0) -> dict[str, Any]:
+
+def call_dubbo_ssl(
+    address: str,
+    method: str = "sayHello",
+    args: list[Any] | None = None,
+    count: int = 1,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
     """dubbo-ssl-python DubboClient in direct mode (host=), plain TCP."""
     from dubbo_ssl.client import DubboClient
 
-    client = DubboClient(SERVICE, group=None, version=VERSION, dubbo_version="2.7.23", host=address, verify=None)
-    results = [client.call(method, list(args if args is not None else ["world"]), timeout=timeout)
-               for _ in range(count)]
+    client = DubboClient(
+        SERVICE, group=None, version=VERSION, dubbo_version="2.7.23", host=address, verify=None
+    )
+    results = [
+        client.call(method, list(args if args is not None else ["world"]), timeout=timeout)
+        for _ in range(count)
+    ]
     return {"ok": True, "result": results[-1], "results": results}
 
 
-def dubbo_ssl_call(address: str, method: str = "sayHello", args: list[Any] | None = None, *, count: int = 1,
-                   timeout: float = 5.0) -> dict[str, Any]:
-    return run_python("dubbo-ssl-client", "dubbo_py", "call_dubbo_ssl",
-                      {"address": address, "method": method, "args": args, "count": count, "timeout": timeout},
-                      timeout=timeout * count + 15)
+def dubbo_ssl_call(
+    address: str,
+    method: str = "sayHello",
+    args: list[Any] | None = None,
+    *,
+    count: int = 1,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    return run_python(
+        "dubbo-ssl-client",
+        "dubbo_py",
+        "call_dubbo_ssl",
+        {"address": address, "method": method, "args": args, "count": count, "timeout": timeout},
+        timeout=timeout * count + 15,
+    )

@@ -32,6 +32,7 @@ def missing(peer: str = "all") -> str | None:
 
 # --- aiohttp upstream (child) ---------------------------------------------------------------
 
+
 def serve_aiohttp() -> None:
     import asyncio
     import signal
@@ -51,7 +52,7 @@ def serve_aiohttp() -> None:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         for i in range(0, len(body), 7):
-            await resp.write(body[i:i + 7])
+            await resp.write(body[i : i + 7])
         await resp.write_eof()
         return resp
 
@@ -79,7 +80,7 @@ def serve_aiohttp() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        announce(port, peer="aiohttp")
+        announce(port, catch_signals=False, peer="aiohttp")
         await stop.wait()
         await runner.cleanup()
 
@@ -91,6 +92,7 @@ def start_aiohttp_server() -> PeerProcess:
 
 
 # --- http.server upstream (child) -----------------------------------------------------------
+
 
 def serve_stdlib() -> None:
     import threading
@@ -152,7 +154,7 @@ def serve_stdlib() -> None:
                 self.send_error(404)
                 return
             body = self._read_body()
-            self._send_chunked([body[i:i + 7] for i in range(0, len(body), 7)])
+            self._send_chunked([body[i : i + 7] for i in range(0, len(body), 7)])
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -169,13 +171,15 @@ def start_stdlib_server() -> PeerProcess:
 
 # --- httpx client (in-process: no threads, no global state) ---------------------------------
 
+
 def _gen(body: bytes) -> Iterator[bytes]:
     for i in range(0, len(body), 5):
-        yield body[i:i + 5]
+        yield body[i : i + 5]
 
 
-def httpx_session(base_url: str, body: bytes = b"the quick brown fox jumps over the lazy dog",
-                  timeout: float = 5.0) -> dict[str, Any]:
+def httpx_session(
+    base_url: str, body: bytes = b"the quick brown fox jumps over the lazy dog", timeout: float = 5.0
+) -> dict[str, Any]:
     """One httpx.Client (one keep-alive connection): GET /hello, chunked POST /echo, GET /chunked.
 
     Returns each answer plus ``local_ports``: the client-side port of the connection each
@@ -185,6 +189,7 @@ def httpx_session(base_url: str, body: bytes = b"the quick brown fox jumps over 
 
     out: dict[str, Any] = {"local_ports": [], "upstream_conns": []}
     with httpx.Client(base_url=base_url, timeout=timeout, http2=False) as client:
+
         def note(resp: httpx.Response) -> None:
             stream = resp.extensions.get("network_stream")
             addr = stream.get_extra_info("client_addr") if stream is not None else None
@@ -204,16 +209,21 @@ def httpx_session(base_url: str, body: bytes = b"the quick brown fox jumps over 
         note(r)
         out["hello_again"] = (r.status_code, r.text)
     expected_echo = body.decode()
-    out["ok"] = (out["hello"][0] == 200 and out["echo"][:2] == (200, expected_echo)
-                 and out["chunked"][:2] == (200, "".join(f"chunk-{i}\n" for i in range(CHUNKS)))
-                 and out["hello_again"][0] == 200)
+    out["ok"] = (
+        out["hello"][0] == 200
+        and out["echo"][:2] == (200, expected_echo)
+        and out["chunked"][:2] == (200, "".join(f"chunk-{i}\n" for i in range(CHUNKS)))
+        and out["hello_again"][0] == 200
+    )
     return out
 
 
 # --- curl client ----------------------------------------------------------------------------
 
-def curl_session(base_url: str, body: bytes = b"curl says hello through a chunked body",
-                 timeout: float = 10.0) -> dict[str, Any]:
+
+def curl_session(
+    base_url: str, body: bytes = b"curl says hello through a chunked body", timeout: float = 10.0
+) -> dict[str, Any]:
     """One curl process, three transfers on one connection: GET /hello, chunked POST /echo,
     GET /chunked. ``connects`` is curl's ``num_connects`` per transfer ([1, 0, 0] = reused)."""
     curl = shutil.which("curl")
@@ -221,15 +231,40 @@ def curl_session(base_url: str, body: bytes = b"curl says hello through a chunke
         raise PeerError("curl is not installed")
     sep = "\n--XPROTO-END--"
     fmt = sep + " %{http_code} %{num_connects}\n"
-    cmd = [curl, "-sS", "--http1.1", "--max-time", str(timeout),
-           "-w", fmt, f"{base_url}/hello",
-           "--next", "-sS", "--http1.1", "--max-time", str(timeout), "-w", fmt,
-           "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: application/octet-stream",
-           "--data-binary", "@-", f"{base_url}/echo",
-           "--next", "-sS", "--http1.1", "--max-time", str(timeout), "-w", fmt, f"{base_url}/chunked?n={CHUNKS}"]
+    cmd = [
+        curl,
+        "-sS",
+        "--http1.1",
+        "--max-time",
+        str(timeout),
+        "-w",
+        fmt,
+        f"{base_url}/hello",
+        "--next",
+        "-sS",
+        "--http1.1",
+        "--max-time",
+        str(timeout),
+        "-w",
+        fmt,
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        "@-",
+        f"{base_url}/echo",
+        "--next",
+        "-sS",
+        "--http1.1",
+        "--max-time",
+        str(timeout),
+        "-w",
+        fmt,
+        f"{base_url}/chunked?n={CHUNKS}",
+    ]
     try:
-        done = subprocess.run(cmd, input=body, capture_output=True, timeout=timeout * 3 + 5,
-                              check=False)
+        done = subprocess.run(cmd, input=body, capture_output=True, timeout=timeout * 3 + 5, check=False)
     except subprocess.TimeoutExpired:
         raise PeerError("curl did not finish in time") from None
     text = done.stdout.decode("utf-8", "replace")
@@ -241,9 +276,17 @@ def curl_session(base_url: str, body: bytes = b"curl says hello through a chunke
         codes.append(int(code))
         connects.append(int(num))
         bodies.append(rest)
-    out = {"exit_code": done.returncode, "codes": codes, "connects": connects, "bodies": bodies[:len(codes)],
-           "stderr": done.stderr.decode("utf-8", "replace")}
-    out["ok"] = (done.returncode == 0 and codes == [200, 200, 200]
-                 and out["bodies"][1] == body.decode()
-                 and out["bodies"][2] == "".join(f"chunk-{i}\n" for i in range(CHUNKS)))
+    out: dict[str, Any] = {
+        "exit_code": done.returncode,
+        "codes": codes,
+        "connects": connects,
+        "bodies": bodies[: len(codes)],
+        "stderr": done.stderr.decode("utf-8", "replace"),
+    }
+    out["ok"] = (
+        done.returncode == 0
+        and codes == [200, 200, 200]
+        and out["bodies"][1] == body.decode()
+        and out["bodies"][2] == "".join(f"chunk-{i}\n" for i in range(CHUNKS))
+    )
     return out

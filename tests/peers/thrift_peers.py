@@ -60,6 +60,7 @@ class GreeterHandler:
 
 # --- thriftpy2 ------------------------------------------------------------------------------
 
+
 def _tp2_factories(mode: str) -> tuple[Any, Any]:
     from thriftpy2.protocol import TBinaryProtocolFactory, TCompactProtocolFactory
     from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory
@@ -85,9 +86,14 @@ def serve_thriftpy2(mode: str) -> None:
     sock = TServerSocket(host="127.0.0.1", port=0, client_timeout=None)
     sock.listen()
     port = sock.sock.getsockname()[1]
-    sock.listen = lambda: None  # already listening on the port we announce
-    server = TThreadedServer(TProcessor(greeter.Greeter, GreeterHandler()), sock,
-                             itrans_factory=trans_factory, iprot_factory=proto_factory, daemon=True)
+    sock.listen = lambda: None  # type: ignore[method-assign]  # already listening on the announced port
+    server = TThreadedServer(
+        TProcessor(greeter.Greeter, GreeterHandler()),
+        sock,
+        itrans_factory=trans_factory,
+        iprot_factory=proto_factory,
+        daemon=True,
+    )
     threading.Thread(target=server.serve, daemon=True).start()
     announce(port, peer="thriftpy2", mode=mode)
     wait_for_sigterm()
@@ -99,14 +105,22 @@ def start_thriftpy2_server(mode: str) -> PeerProcess:
     return start_python(f"thriftpy2-{mode}-server", "thrift_peers", "serve_thriftpy2", {"mode": mode})
 
 
-def call_thriftpy2(address: str, mode: str, name: str = "world", count: int = 1, timeout: float = 5.0) -> dict[str, Any]:
+def call_thriftpy2(
+    address: str, mode: str, name: str = "world", count: int = 1, timeout: float = 5.0
+) -> dict[str, Any]:
     from thriftpy2.rpc import make_client
 
     greeter = _greeter_module()
     host, port = address.rsplit(":", 1)
     trans_factory, proto_factory = _tp2_factories(mode)
-    client = make_client(greeter.Greeter, host, int(port), proto_factory=proto_factory,
-                         trans_factory=trans_factory, timeout=int(timeout * 1000))
+    client = make_client(
+        greeter.Greeter,
+        host,
+        int(port),
+        proto_factory=proto_factory,
+        trans_factory=trans_factory,
+        timeout=int(timeout * 1000),
+    )
     try:
         results = [client.sayHello(f"{name}{i}" if count > 1 else name) for i in range(count)]
         total = client.add(40, 2)
@@ -117,15 +131,21 @@ def call_thriftpy2(address: str, mode: str, name: str = "world", count: int = 1,
     return {"ok": True, "result": results[-1], "results": results, "add": total, "after_oneway": after}
 
 
-def thriftpy2_call(address: str, mode: str, name: str = "world", *, count: int = 1,
-                   timeout: float = 5.0) -> dict[str, Any]:
+def thriftpy2_call(
+    address: str, mode: str, name: str = "world", *, count: int = 1, timeout: float = 5.0
+) -> dict[str, Any]:
     """thriftpy2 client: ``count`` x sayHello(name), then add(40, 2), a oneway ping, sayHello("again")."""
-    return run_python(f"thriftpy2-{mode}-client", "thrift_peers", "call_thriftpy2",
-                      {"address": address, "mode": mode, "name": name, "count": count, "timeout": timeout},
-                      timeout=timeout * (count + 3) + 15)
+    return run_python(
+        f"thriftpy2-{mode}-client",
+        "thrift_peers",
+        "call_thriftpy2",
+        {"address": address, "mode": mode, "name": name, "count": count, "timeout": timeout},
+        timeout=timeout * (count + 3) + 15,
+    )
 
 
 # --- Apache thrift --------------------------------------------------------------------------
+
 
 class ApacheGreeterProcessor:
     """What the Apache thrift generator emits for ``Greeter``, reduced to this service."""
@@ -142,12 +162,14 @@ class ApacheGreeterProcessor:
         args = _read_struct(iprot)
         iprot.readMessageEnd()
         if isinstance(iprot, THeaderProtocol):
-            headers = {iprot.get_headers()}
+            headers = dict(iprot.get_headers())
             self.seen_headers.append(headers)
             if headers.get(b"x-echo") is not None:
                 oprot.set_header(b"x-echo", headers[b"x-echo"])
         if name == "ping":
-            self.handler.ping(args.get(1, b"").decode() if isinstance(args.get(1), bytes) else str(args.get(1)))
+            self.handler.ping(
+                args.get(1, b"").decode() if isinstance(args.get(1), bytes) else str(args.get(1))
+            )
             return True
         if name == "sayHello":
             value = self.handler.sayHello(args[1].decode() if isinstance(args[1], bytes) else args[1])
@@ -224,12 +246,18 @@ def serve_apache_header() -> None:
     sock = TSocket.TServerSocket(host="127.0.0.1", port=0)
     sock.listen()
     port = sock.handle.getsockname()[1]
-    sock.listen = lambda: None
-    every = (THeaderClientType.HEADERS, THeaderClientType.FRAMED_BINARY, THeaderClientType.UNFRAMED_BINARY,
-             THeaderClientType.FRAMED_COMPACT, THeaderClientType.UNFRAMED_COMPACT)
+    sock.listen = lambda: None  # type: ignore[method-assign]
+    every = (
+        THeaderClientType.HEADERS,
+        THeaderClientType.FRAMED_BINARY,
+        THeaderClientType.UNFRAMED_BINARY,
+        THeaderClientType.FRAMED_COMPACT,
+        THeaderClientType.UNFRAMED_COMPACT,
+    )
     pf = THeaderProtocolFactory(allowed_client_types=every)
-    server = TThreadedServer(ApacheGreeterProcessor(GreeterHandler()), sock, TTransport.TTransportFactoryBase(),
-                             pf, daemon=True)
+    server = TThreadedServer(
+        ApacheGreeterProcessor(GreeterHandler()), sock, TTransport.TTransportFactoryBase(), pf, daemon=True
+    )
     threading.Thread(target=server.serve, daemon=True).start()
     announce(port, peer="apache-thrift", mode="header+all")
     wait_for_sigterm()
@@ -240,7 +268,9 @@ def start_apache_server() -> PeerProcess:
     return start_python("apache-thrift-server", "thrift_peers", "serve_apache_header")
 
 
-def call_apache(address: str, mode: str, name: str = "world", count: int = 1, timeout: float = 5.0) -> dict[str, Any]:
+def call_apache(
+    address: str, mode: str, name: str = "world", count: int = 1, timeout: float = 5.0
+) -> dict[str, Any]:
     from thrift.protocol.THeaderProtocol import THeaderProtocol
     from thrift.Thrift import TApplicationException, TMessageType, TType
     from thrift.transport import TSocket
@@ -294,18 +324,28 @@ def call_apache(address: str, mode: str, name: str = "world", count: int = 1, ti
         after = call("sayHello", [(1, TType.STRING, "again")])
     finally:
         prot.trans.close()
-    return {"ok": True, "result": results[-1], "results": results, "add": total,
-            "after_oneway": after.decode() if isinstance(after, bytes) else after,
-            "echoed_headers": [e.decode() if isinstance(e, bytes) else e for e in echoed]}
+    return {
+        "ok": True,
+        "result": results[-1],
+        "results": results,
+        "add": total,
+        "after_oneway": after.decode() if isinstance(after, bytes) else after,
+        "echoed_headers": [e.decode() if isinstance(e, bytes) else e for e in echoed],
+    }
 
 
-def apache_call(address: str, mode: str = "header", name: str = "world", *, count: int = 1,
-                timeout: float = 5.0) -> dict[str, Any]:
+def apache_call(
+    address: str, mode: str = "header", name: str = "world", *, count: int = 1, timeout: float = 5.0
+) -> dict[str, Any]:
     """Apache thrift client (THeader by default): sayHello x count, add, oneway ping, sayHello("again").
 
     In header mode each call carries info header x-echo=<method>-<seq>, which the Apache server
     echoes back: ``echoed_headers`` lists what came back.
     """
-    return run_python(f"apache-thrift-{mode}-client", "thrift_peers", "call_apache",
-                      {"address": address, "mode": mode, "name": name, "count": count, "timeout": timeout},
-                      timeout=timeout * (count + 3) + 15)
+    return run_python(
+        f"apache-thrift-{mode}-client",
+        "thrift_peers",
+        "call_apache",
+        {"address": address, "mode": mode, "name": name, "count": count, "timeout": timeout},
+        timeout=timeout * (count + 3) + 15,
+    )

@@ -182,9 +182,16 @@ class HttpDecoder(Decoder):
             raise
 
     def eof(self, buf: Buffer, pos: int = 0) -> Frame | None:
-        if self._meta is not None and self._head_len and self._meta.body_kind == _CLOSE:
-            end = len(buf)
-            return self._finish(buf, pos, end - pos)
+        if pos >= len(buf):
+            return None
+        if not self._head_len:
+            # bytes may have arrived since the last decode: let it see them first
+            r = self.decode(buf, pos)
+            if isinstance(r, Frame):
+                return r
+        meta = self._meta
+        if meta is not None and self._head_len and meta.body_kind == _CLOSE:
+            return self._finish(buf, pos, len(buf) - pos)
         return None
 
     # --- framing ---------------------------------------------------------------------
@@ -224,22 +231,24 @@ class HttpDecoder(Decoder):
 
     def _start(self, buf: Buffer, pos: int, avail: int) -> int:
         """Begin a message: reject the h2 preface, pick the parser. 0 or bytes needed."""
-        first = bytes(buf[pos:pos + min(avail, len(H2_PREFACE))])
-        if len(first) < 4 and b"PRI ".startswith(first):
-            return 4 - len(first)          # could still be the preface (or POST, PUT ...)
-        if first[:4] == b"PRI " and H2_PREFACE.startswith(first):
-            if len(first) < len(H2_PREFACE):
-                return len(H2_PREFACE) - len(first)
-            raise self._err("HTTP/2 preface (h2c prior knowledge) is not supported; "
-                            "this listener speaks HTTP/1.1", pos)
+        if buf[pos] == 0x50:                # "P": PRI (the h2 preface), POST, PUT, PATCH
+            first = bytes(buf[pos:pos + min(avail, len(H2_PREFACE))])
+            if len(first) < 4 and b"PRI ".startswith(first):
+                return 4 - len(first)      # could still be the preface
+            if first[:4] == b"PRI " and H2_PREFACE.startswith(first):
+                if len(first) < len(H2_PREFACE):
+                    return len(H2_PREFACE) - len(first)
+                raise self._err("HTTP/2 preface (h2c prior knowledge) is not supported; "
+                                "this listener speaks HTTP/1.1", pos)
         if self.role is Role.RESPONSES:
             is_response = True
         elif self.role is Role.REQUESTS:
             is_response = False
         else:
+            first = bytes(buf[pos:pos + 5])
             if len(first) < 5 and b"HTTP/".startswith(first):
                 return 5 - len(first)
-            is_response = first[:5] == b"HTTP/"
+            is_response = first == b"HTTP/"
         sink = _HeadSink(self.limits.http_max_headers)
         self._sink = sink
         self._is_response = is_response
@@ -298,11 +307,15 @@ class HttpDecoder(Decoder):
         meta.head_len = self._head_len
         meta.header_list = list(sink.headers)   # trailers, if any, stay out
         meta.version = p.get_http_version()
+        if meta.version not in ("1.0", "1.1"):     # llhttp also takes 0.9 request lines
+            raise self._err(f"unsupported HTTP version {meta.version}", pos, Reason.BAD_REQUEST.value)
         meta.upgrade = upgraded
         te: bytes | None = None
         cl: bytes | None = None
         conn: set[bytes] = set()
         for name, value in sink.headers:
+            if len(name) not in (10, 14, 17):   # connection, content-length, transfer-encoding
+                continue
             ln = name.lower()
             if ln == b"connection":
                 conn.update(t.strip().lower() for t in value.split(b","))
@@ -315,6 +328,8 @@ class HttpDecoder(Decoder):
         chunked = te is not None and te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         if self._is_response:
             status = int(p.get_status_code())
+            if not 100 <= status <= 999:     # llhttp takes any 3 digits ("010")
+                raise self._err(f"bad status code {status:03d}", pos)
             meta.status = status
             meta.reason = sink.reason.decode("latin-1")
             method = self._methods[0] if (self._methods and self.role is Role.RESPONSES) else ""
@@ -461,7 +476,9 @@ class HttpCodec(Codec):
         return HttpDecoder(self, role, limits)
 
     def parse_headers(self, frame: Frame) -> dict[str, str]:
-        meta: HttpMeta = frame.meta
+        meta = frame.meta
+        if not isinstance(meta, HttpMeta):   # a frame built by hand, not decoded
+            return {}
         fields: dict[str, str] = {}
         for name, value in meta.header_list:
             k = name.decode("latin-1").lower()
@@ -487,14 +504,16 @@ class HttpCodec(Codec):
         ones are written once with the new value; removed ones are dropped; new ones are
         appended. ``:method``/``:path`` (requests) and ``:status`` (responses) may be changed.
         """
-        meta: HttpMeta = frame.meta
+        meta = frame.meta
+        if not isinstance(meta, HttpMeta):
+            raise ProtocolError("cannot re-encode an HTTP frame that was not decoded", protocol=NAME)
         new = frame.headers
         old = frame._orig_headers or {}
         out: list[bytes] = []
         if frame.kind is Kind.RESPONSE:
             status = int(new.get(":status", str(meta.status)))
             reason = meta.reason if status == meta.status else _REASONS.get(status, "")
-            out.append(f"HTTP/{meta.version} {status} {reason}".encode("latin-1"))
+            out.append(f"HTTP/{meta.version} {status:03d} {reason}".encode("latin-1"))
         else:
             out.append(f"{new.get(':method', meta.method)} {new.get(':path', meta.path)} "
                        f"HTTP/{meta.version}".encode("latin-1"))
@@ -554,6 +573,12 @@ class HttpCodec(Codec):
         if s in (400, 404, 500, 502, 503, 504):
             return s
         return 400 if s < 500 else 500
+
+    def is_interim(self, frame: Frame) -> bool:
+        """A 1xx response other than 101: the final response to the same request follows
+        (HTTP-specific hook, used by the upstream connection)."""
+        s = frame.status
+        return frame.kind is Kind.RESPONSE and s is not None and 100 <= s < 200 and s != 101
 
     def keep_alive(self, frame: Frame) -> bool:
         """Whether the connection stays open after this message (HTTP-specific helper)."""

@@ -210,7 +210,7 @@ def _client_id_end(raw: bytes, hv: int) -> int:
         return 12
     if end < 14:
         raise _err("request header truncated before client_id", 12)
-    n = _I16.unpack_from(raw, 12)[0]
+    n: int = _I16.unpack_from(raw, 12)[0]
     pos = 14 + max(n, 0)
     if n < -1 or pos > end:
         raise _err(f"bad client_id length {n}", 12)
@@ -227,7 +227,7 @@ def _produce_acks(raw: bytes, version: int) -> int:
     end = len(raw)
     if end < 14:
         raise _err("Produce request truncated before client_id", 12)
-    n = _I16.unpack_from(raw, 12)[0]
+    n: int = _I16.unpack_from(raw, 12)[0]
     if n < -1:
         raise _err(f"bad client_id length {n}", 12)
     pos = 14 + n if n > 0 else 14
@@ -299,9 +299,107 @@ def kafka_info(frame: Frame) -> KafkaMeta:
     return KafkaMeta(m[0], m[1], False)
 
 
+# --- a bounded walk before kio ------------------------------------------------------------
+# kio's native reader reserves memory for an array from its declared length before reading
+# the elements: a hostile length (2**32) makes it allocate tens of GB and abort the process
+# (found by fuzz/fuzz_kafka.py). So every body is first walked here, in Python, checking each
+# length and count against the bytes left; kio only ever sees bodies that fit.
+
+_ARRAY, _ENTITY, _FIXED, _STRING, _BYTES = range(5)
+
+
+@cache
+def _plan(entity: type) -> tuple[bool, tuple[tuple[int, Any, bool], ...]]:
+    """(flexible, [(kind, arg, nullable)]) for the untagged fields of a kio entity, in order."""
+    from kio.serial._introspect import (
+        EntityField,
+        EntityTupleField,
+        classify_field,
+        is_optional,
+    )
+    steps: list[tuple[int, Any, bool]] = []
+    for f in dataclasses.fields(entity):
+        if f.metadata.get("tag") is not None:
+            continue                     # tagged fields are skipped generically
+        fc = classify_field(f)
+        kt = f.metadata.get("kafka_type")
+        if isinstance(fc, (EntityField, EntityTupleField)):
+            elem: tuple[int, Any, bool] = (_ENTITY, fc.type_, isinstance(fc, EntityField) and is_optional(f))
+        elif kt == "string":
+            elem = (_STRING, None, False)
+        elif kt in ("bytes", "records"):
+            elem = (_BYTES, None, False)
+        elif kt in _FIXED_SIZES or kt == "error_code":
+            elem = (_FIXED, _FIXED_SIZES.get(kt, 2), False)
+        else:
+            raise _err(f"kio field type {kt!r} of {entity.__name__}.{f.name} is not understood")
+        if fc.is_array:
+            steps.append((_ARRAY, elem, False))
+        else:
+            steps.append(elem)
+    return bool(getattr(entity, "__flexible__", False)), tuple(steps)
+
+
+def _guard(entity: type, buf: bytes, pos: int, end: int, depth: int = 0) -> int:
+    """Walk one ``entity`` at ``pos`` without building it; every length is checked first."""
+    if depth > 32:
+        raise _err("kafka structures nested too deeply", pos)
+    flexible, steps = _plan(entity)
+
+    def length(pos: int, legacy: struct.Struct) -> tuple[int, int]:
+        """(count or -1 for null, new pos) of a string/bytes/array length prefix."""
+        if flexible:
+            n, pos = _uvarint(buf, pos, end)
+            return n - 1, pos
+        if pos + legacy.size > end:
+            raise _err("length prefix runs past the end of the frame", pos)
+        n = int(legacy.unpack_from(buf, pos)[0])
+        if n < -1:
+            raise _err(f"negative length {n}", pos)
+        return n, pos + legacy.size
+
+    def one(kind: int, arg: Any, nullable: bool, pos: int) -> int:
+        if kind == _FIXED:
+            pos += arg
+        elif kind == _STRING or kind == _BYTES:
+            n, pos = length(pos, _I16 if kind == _STRING else _I32)
+            pos += max(n, 0)
+        elif kind == _ENTITY:
+            if nullable:
+                if pos >= end:
+                    raise _err("nullable struct marker missing", pos)
+                marker = buf[pos]
+                pos += 1
+                if marker == 0xFF:
+                    return pos
+            pos = _guard(arg, buf, pos, end, depth + 1)
+        else:                             # array
+            n, pos = length(pos, _I32)
+            if n > end - pos:
+                raise _err(f"array of {n} elements in {end - pos} bytes", pos)
+            ekind, earg, enull = arg
+            if ekind == _FIXED:
+                pos += max(n, 0) * earg
+            else:
+                for _ in range(n):
+                    pos = one(ekind, earg, enull, pos)
+        if pos > end:
+            raise _err("field runs past the end of the frame", pos)
+        return pos
+
+    for kind, arg, nullable in steps:
+        pos = one(kind, arg, nullable, pos)
+    if flexible:
+        pos = _skip_tagged(buf, pos, end)
+    return pos
+
+
 def _kio_parse(schema: Any, raw: bytes, pos: int) -> Any:
     """Parse ``raw[pos:]`` with kio; the whole rest must be consumed. Only ProtocolError escapes."""
     from kio.serial import entity_reader
+    end = _guard(schema, raw, pos, len(raw))
+    if end != len(raw):
+        raise _err(f"{schema.__name__} body has {len(raw) - end} trailing bytes", end)
     try:
         value, size = entity_reader(schema)(raw, pos)
     except Exception as e:  # noqa: BLE001 - kio raises DecodeError, ValueError, UnicodeDecodeError ...
@@ -317,18 +415,18 @@ def _produce_v0_2_exact(raw: bytes, pos: int) -> bool:
     end = len(raw)
     if pos + 10 > end or _I16.unpack_from(raw, pos)[0] not in (-1, 0, 1) or _I32.unpack_from(raw, pos + 2)[0] < 0:
         return False
-    ntopics = _I32.unpack_from(raw, pos + 6)[0]
+    ntopics: int = _I32.unpack_from(raw, pos + 6)[0]
     pos += 10
     if not 0 <= ntopics <= end - pos:
         return False
     for _ in range(ntopics):
         if pos + 2 > end:
             return False
-        n = _I16.unpack_from(raw, pos)[0]
+        n: int = _I16.unpack_from(raw, pos)[0]
         pos += 2 + n
         if n < 0 or pos + 4 > end:
             return False
-        nparts = _I32.unpack_from(raw, pos)[0]
+        nparts: int = _I32.unpack_from(raw, pos)[0]
         pos += 4
         if not 0 <= nparts <= end - pos:
             return False
@@ -349,7 +447,7 @@ def _plausible_request(raw: bytes) -> bool:
     if key not in _API_NAMES or corr < 0 or ver < 0:
         return False
     if key in _EXTRA_NAMES:
-        return ver <= 10
+        return bool(ver <= 10)
     if ver > max_known_version(key) + 8:
         return False
     try:
@@ -393,16 +491,25 @@ class KafkaDecoder(Decoder):
             del pending[rid]      # re-insert at the end: eviction below is oldest-first
         elif len(pending) >= MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[rid] = (meta.api_key, meta.api_version or 0)
+        pending[rid] = (meta.api_key or 0, meta.api_version or 0)
 
     def decode(self, buf: Buffer, pos: int = 0) -> Frame | int:
         avail = len(buf) - pos
+        size: int
         if avail < 12:
             if avail < 4:
                 return 4 - avail
             size = _I32.unpack_from(buf, pos)[0]
             self._check_size(size, pos)
-            return size + 4 - avail
+            if size + 4 > avail:
+                return size + 4 - avail
+            # a whole frame under 12 bytes: only a response is that small (requests: >= 12)
+            if self._is_requests is None:
+                self._is_requests = False
+            return self._response(bytes(buf[pos:pos + size + 4]))
+        key: int
+        ver: int
+        corr: int
         size, key, ver, corr = _REQ.unpack_from(buf, pos)
         if size < 8 or size > self._max_frame:
             self._check_size(size, pos)
@@ -417,7 +524,11 @@ class KafkaDecoder(Decoder):
             if key == PRODUCE and _produce_acks(raw, ver) == 0:
                 return Frame(self.codec, Kind.ONEWAY, corr, raw)
             return Frame(self.codec, Kind.REQUEST, corr, raw)
-        corr = _RESP.unpack_from(raw, 0)[1]
+        return self._response(raw)
+
+    def _response(self, raw: bytes) -> Frame:
+        total = len(raw)
+        corr: int = _RESP.unpack_from(raw, 0)[1]
         # Kept, not popped: correlation ids are unique on a connection until they wrap at 2**31
         # (then request_sent overwrites the entry); memory is bounded by MAX_PENDING.
         api = self.pending.get(corr)
@@ -490,11 +601,11 @@ class KafkaCodec(Codec):
     def match(self, data: Buffer) -> int:
         n = len(data)
         if n >= 4:
-            size = _I32.unpack_from(data, 0)[0]
+            size: int = _I32.unpack_from(data, 0)[0]
             if not MIN_REQUEST_SIZE <= size <= self._max_frame:
                 return NO_MATCH
         if n >= 6:
-            key = _I16.unpack_from(data, 4)[0]
+            key: int = _I16.unpack_from(data, 4)[0]
             if key not in _API_NAMES:
                 return NO_MATCH
         if n < 14:
@@ -522,7 +633,7 @@ class KafkaCodec(Codec):
         if meta.is_request:
             raw = frame.raw
             if request_header_version(meta.api_key, meta.api_version or 0) >= 1 and len(raw) >= 14:
-                n = _I16.unpack_from(raw, 12)[0]
+                n: int = _I16.unpack_from(raw, 12)[0]
                 if 0 <= n <= len(raw) - 14:
                     h["client_id"] = raw[14:14 + n].decode("utf-8", "surrogateescape")
         return h
@@ -540,7 +651,7 @@ class KafkaCodec(Codec):
         if diff - {"client_id"} or not meta.is_request or meta.api_key is None:
             raise _err(f"kafka frames cannot change these headers: {', '.join(sorted(diff))}")
         raw = frame.raw
-        n = _I16.unpack_from(raw, 12)[0]
+        n: int = _I16.unpack_from(raw, 12)[0]
         cid = new.get("client_id")
         cb = b"\xff\xff" if cid is None else _I16.pack(len(cid.encode())) + cid.encode("utf-8", "surrogateescape")
         out = bytearray(raw[:12] + cb + raw[14 + max(n, 0):])

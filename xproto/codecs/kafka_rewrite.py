@@ -7,6 +7,9 @@ connect to the brokers directly.
 
 The body is parsed and re-serialised with kio (every version, flexible or not); the
 response header (correlation id, tagged fields) is kept byte for byte and the size fixed.
+Address-carrying responses of a version kio does not know raise ProtocolError rather than
+leak the broker's address; ``clamp_api_versions`` rewrites ApiVersions responses so clients
+never pick such a version in the first place.
 Entries with a negative node id (FindCoordinator's "no coordinator" error form, host ``""``,
 port -1) are not addresses and are left alone.
 """
@@ -18,7 +21,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from xproto.codecs.kafka import KafkaCodec, _kio_parse, kafka_info, response_schema
+from xproto.codecs.kafka import (
+    API_VERSIONS,
+    KafkaCodec,
+    _kio_parse,
+    api_name,
+    kafka_info,
+    max_known_version,
+    response_schema,
+)
 from xproto.errors import ProtocolError
 from xproto.frame import Frame
 
@@ -42,7 +53,10 @@ def _parse(frame: Frame) -> tuple[Any, Any, int] | None:
     assert meta.api_key is not None and meta.api_version is not None
     schema = response_schema(meta.api_key, meta.api_version)
     if schema is None:
-        return None       # a version kio does not know: passed through unchanged (and counted by the proxy)
+        # never leak a real broker address: a version we cannot rewrite is an error (the
+        # proxy keeps clients below such versions with clamp_api_versions)
+        raise ProtocolError(f"cannot rewrite broker addresses of {api_name(meta.api_key)} "
+                            f"v{meta.api_version}: version unknown to kio", protocol="kafka")
     body = meta.body_offset(frame.raw)
     return schema, _kio_parse(schema, frame.raw, body), body
 
@@ -67,7 +81,7 @@ def broker_addresses(frame: Frame) -> list[tuple[int, str, int]]:
         return []
     _schema, value, _body = parsed
     return [(_node(e), str(e.host), int(e.port))
-            for e in _entries(kafka_info(frame).api_key, value) if _node(e) >= 0]
+            for e in _entries(kafka_info(frame).api_key or 0, value) if _node(e) >= 0]
 
 
 def rewrite_response(frame: Frame, mapper: Mapper) -> bytes | None:
@@ -110,6 +124,42 @@ def rewrite_response(frame: Frame, mapper: Mapper) -> bytes | None:
     entity_writer(schema)(out, new)
     raw = frame.raw
     payload = bytearray(raw[4:body])
+    _I32.pack_into(payload, 0, frame.request_id)
+    payload += out.getvalue()
+    return _I32.pack(len(payload)) + bytes(payload)
+
+
+def clamp_api_versions(frame: Frame) -> bytes | None:
+    """An ApiVersions response with the max version of every address-carrying api lowered to
+    the newest one kio knows (so the proxy can always rewrite what the broker answers).
+
+    None when the frame is not an ApiVersions response or needs no change.
+    """
+    if not isinstance(frame.codec, KafkaCodec):
+        return None
+    meta = kafka_info(frame)
+    if meta.is_request or meta.api_key != API_VERSIONS or meta.api_version is None:
+        return None
+    schema = response_schema(API_VERSIONS, meta.api_version)
+    if schema is None:
+        return None
+    body = meta.body_offset(frame.raw)
+    value = _kio_parse(schema, frame.raw, body)
+    changed = False
+    keys = []
+    for k in value.api_keys:
+        if k.api_key in ADDRESS_APIS:
+            top = max_known_version(int(k.api_key))
+            if k.max_version > top:
+                k = dataclasses.replace(k, max_version=type(k.max_version)(max(top, int(k.min_version))))
+                changed = True
+        keys.append(k)
+    if not changed:
+        return None
+    from kio.serial import entity_writer
+    out = io.BytesIO()
+    entity_writer(schema)(out, dataclasses.replace(value, api_keys=tuple(keys)))
+    payload = bytearray(frame.raw[4:body])
     _I32.pack_into(payload, 0, frame.request_id)
     payload += out.getvalue()
     return _I32.pack(len(payload)) + bytes(payload)

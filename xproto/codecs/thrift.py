@@ -25,11 +25,11 @@ Decisions (documented for users of ``status`` and local replies):
   that cannot be read at all gets 6 (INTERNAL_ERROR). ``null`` on CALL/ONEWAY.
 * seqid rewrite: the payload seqid is patched (binary: in place; compact: the varint is
   re-spliced and the frame size fixed). For THeader the header's own sequence id is patched
-  to the same value as well (Apache Thrift servers echo it) when it equalled the payload
-  seqid on the wire; a header seq id that differs is left alone (so patching back restores
-  the original bytes).
+  by the same amount (Apache Thrift keeps the two equal and servers echo it; one that
+  differs keeps its distance, so patching back always restores the original bytes).
 * THeader payloads with transforms (zlib ...) are passed through opaquely: the request id
-  is then the THeader sequence id and no ``method`` header is available.
+  is then the THeader sequence id, no ``method`` header is available, the kind follows the
+  decoder's role (REQUEST unless Role.RESPONSES) and a response's status is null.
 * Changed headers: ``method`` / ``service`` rewrite the message name
   (``service:method`` when a service is set); other keys are THeader info headers (only
   THeader can carry them: changing them on another transport raises ProtocolError instead
@@ -117,6 +117,7 @@ _STATUS_HTTP = {
     AppExc.INVALID_PROTOCOL: 400,
     AppExc.UNSUPPORTED_CLIENT_TYPE: 400,
 }
+_STATUS_CODES = frozenset(int(e) for e in AppExc)
 _REASON_HTTP = {
     Reason.NO_ROUTE: 404,
     Reason.NO_HEALTHY_UPSTREAM: 503,
@@ -266,7 +267,7 @@ class _Skipper:
         buf = self.buf
         if t == 11:
             self._need(pos, 4)
-            n = _I32.unpack_from(buf, pos)[0]
+            n: int = _I32.unpack_from(buf, pos)[0]
             self._need(pos + 4, n)
             return pos + 4 + n
         if t == 12:
@@ -329,12 +330,8 @@ class _Skipper:
 
     # compact
     def _c_varint(self, pos: int, max_bytes: int) -> tuple[int, int]:
-        try:
-            return _read_varint(self.buf, pos, self.end, max_bytes)
-        except _NeedMore:
-            if pos + max_bytes > self.limit_end and self.end >= self.limit_end:
-                raise self._too_large(pos + max_bytes, pos) from None
-            raise
+        # running out of bytes at the limit is turned into FrameTooLarge by the caller
+        return _read_varint(self.buf, pos, self.end, max_bytes)
 
     def c_value(self, t: int, pos: int, depth: int, in_container: bool = False) -> int:
         buf = self.buf
@@ -431,7 +428,7 @@ def _exception_type(buf: Buffer, pos: int, end: int, proto: Proto, max_depth: in
                 if t == 0:
                     return AppExc.UNKNOWN
                 sk._need(pos, 3)
-                fid = _I16.unpack_from(buf, pos + 1)[0]
+                fid: int = _I16.unpack_from(buf, pos + 1)[0]
                 if fid == 2 and t == 8:
                     sk._need(pos + 3, 4)
                     return int(_I32.unpack_from(buf, pos + 3)[0])
@@ -465,26 +462,36 @@ def _exception_type(buf: Buffer, pos: int, end: int, proto: Proto, max_depth: in
 
 # --- message header --------------------------------------------------------------------
 
-def _parse_message(buf: Buffer, pos: int, end: int, limits: Limits, meta: ThriftMeta) -> int:
+def _parse_message(buf: Buffer, pos: int, end: int, limits: Limits, meta: ThriftMeta,
+                   limit_end: int | None = None) -> int:
     """Parse the message header at ``pos`` into ``meta``; return the offset of the struct.
 
-    Raises _NeedMore when ``end`` comes first, ProtocolError on bad bytes.
+    Reads nothing at or past ``end``: raises _NeedMore when a byte there is needed, or
+    FrameTooLarge when it lies past ``limit_end`` (unframed: the frame limit). Checks run in
+    stream order, so the verdict depends on the bytes only, never on how they were chunked.
     """
+
+    def need(stop: int) -> None:
+        if limit_end is not None and stop > limit_end:
+            raise FrameTooLarge("thrift message size", stop - meta.payload_off, limits.thrift_max_frame,
+                                protocol=NAME, offset=meta.payload_off)
+        if stop > end:
+            raise _NeedMore(stop - end)
+
     meta.payload_off = pos
-    b0 = buf[pos] if pos < end else -1
+    need(pos + 1)
+    b0 = buf[pos]
     if b0 == 0x80:
-        if pos + 4 > end:
-            raise _NeedMore(pos + 4 - end)
-        word = _U32.unpack_from(buf, pos)[0]
+        need(pos + 4)
+        word: int = _U32.unpack_from(buf, pos)[0]
         if word & 0xFFFF0000 != BINARY_VERSION_1:
             raise _err(f"bad binary protocol version {word >> 16:#06x}", pos)
-        if word & 0xFF00:
-            raise _err("bad binary message word", pos)
+        if word & 0xFF00 or not 1 <= word & 0xFF <= 4:
+            raise _err(f"invalid message type {word & 0xFFFF:#06x}", pos + 2)
         meta.proto = Proto.BINARY
         meta.msg_type = word & 0xFF
-        if pos + 8 > end:
-            raise _NeedMore(pos + 8 - end)
-        n = _I32.unpack_from(buf, pos + 4)[0]
+        need(pos + 8)
+        n: int = _I32.unpack_from(buf, pos + 4)[0]
         if n < 0:
             raise _err(f"negative method name length {n}", pos + 4)
         if n > limits.thrift_max_name:
@@ -492,18 +499,18 @@ def _parse_message(buf: Buffer, pos: int, end: int, limits: Limits, meta: Thrift
                                 protocol=NAME, offset=pos + 4)
         meta.name_off = pos + 4
         meta.name_end = pos + 8 + n
-        if meta.name_end + 4 > end:
-            raise _NeedMore(meta.name_end + 4 - end)
+        need(meta.name_end + 4)
         meta.name = _s(buf[pos + 8:pos + 8 + n])
         meta.seqid_off = meta.name_end
         meta.seqid_end = meta.name_end + 4
-        body = meta.seqid_end
-    elif b0 == COMPACT_PROTOCOL_ID:
-        if pos + 2 > end:
-            raise _NeedMore(pos + 2 - end)
+        return meta.seqid_end
+    if b0 == COMPACT_PROTOCOL_ID:
+        need(pos + 2)
         vt = buf[pos + 1]
         if vt & 0x1F != COMPACT_VERSION:
             raise _err(f"bad compact protocol version {vt & 0x1F}", pos + 1)
+        if not 1 <= vt >> 5 <= 4:
+            raise _err(f"invalid message type {vt >> 5}", pos + 1)
         meta.proto = Proto.COMPACT
         meta.msg_type = vt >> 5
         meta.seqid_off = pos + 2
@@ -516,17 +523,10 @@ def _parse_message(buf: Buffer, pos: int, end: int, limits: Limits, meta: Thrift
             raise LimitExceeded("thrift method name length", n, limits.thrift_max_name,
                                 protocol=NAME, offset=meta.seqid_end)
         meta.name_end = npos + n
-        if meta.name_end > end:
-            raise _NeedMore(meta.name_end - end)
+        need(meta.name_end)
         meta.name = _s(buf[npos:npos + n])
-        body = meta.name_end
-    elif b0 < 0:
-        raise _NeedMore(1)
-    else:
-        raise _err(f"not a binary (0x8001) or compact (0x82) thrift message: {b0:#04x}", pos)
-    if meta.msg_type not in (1, 2, 3, 4):
-        raise _err(f"invalid message type {meta.msg_type}", pos)
-    return body
+        return meta.name_end
+    raise _err(f"not a binary (0x8001) or compact (0x82) thrift message: {b0:#04x}", pos)
 
 
 def _read_seqid(buf: Buffer, meta: ThriftMeta) -> int:
@@ -560,6 +560,7 @@ def _parse_theader(raw: bytes, meta: ThriftMeta) -> int:
     end = len(raw)
     if end < 14:
         raise _err("THeader frame shorter than its fixed header", 0)
+    words: int
     _size, _magic, flags, seq, words = _THEADER.unpack_from(raw, 0)
     meta.theader_flags = flags
     meta.theader_seq = seq
@@ -623,8 +624,7 @@ def _build_theader(flags: int, seq: int, proto: Proto, transforms: bytes,
 
 def _theader_transforms(raw: bytes) -> bytes:
     """The raw varint bytes of protocol id's successor: transform count and ids."""
-    words = _U16.unpack_from(raw, 12)[0]
-    hend = 14 + words * 4
+    hend = 14 + int(_U16.unpack_from(raw, 12)[0]) * 4
     _, pos = _read_varint(raw, 14, hend, 5)
     start = pos
     n, pos = _read_varint(raw, pos, hend, 5)
@@ -633,10 +633,28 @@ def _theader_transforms(raw: bytes) -> bytes:
     return raw[start:pos]
 
 
+def _header_seq(meta: ThriftMeta, frame: Frame) -> int:
+    """The THeader seq id for ``frame.request_id``: shifted by the same amount as the payload
+    seqid, so one equal to the seqid (Apache Thrift's case) follows it exactly, and any other
+    comes back unchanged when the id is patched back."""
+    if meta.opaque:
+        return _to_i32(frame.request_id)
+    return _to_i32(meta.theader_seq + frame.request_id - frame.orig_request_id)
+
+
 # --- decoder -------------------------------------------------------------------------------
 
 class ThriftDecoder(Decoder):
-    """Reads thrift messages of any transport/protocol mix (detected per frame)."""
+    """Reads thrift messages of any transport/protocol mix (detected per frame).
+
+    Unframed messages are re-walked from their start when more bytes arrive; the lower bound
+    of bytes still needed (exact for a long string or a container of fixed-size elements) is
+    remembered so the walk is not repeated before those bytes are there.
+    """
+
+    def __init__(self, codec: Codec, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(codec, role, limits)
+        self._unframed_need = 0   # bytes (from the frame start) an unframed message needs at least
 
     def decode(self, buf: Buffer, pos: int = 0) -> Frame | int:
         n = len(buf)
@@ -648,6 +666,8 @@ class ThriftDecoder(Decoder):
             return self._decode_unframed(buf, pos, n)
         if avail < 8:
             return 8 - avail
+        size: int
+        word: int
         size, word = _HDR8.unpack_from(buf, pos)
         if not 0 < size <= MAX_SANE_SIZE:
             raise _err(f"frame size {size} is not a thrift frame size", pos)
@@ -669,9 +689,9 @@ class ThriftDecoder(Decoder):
             start = _parse_theader(raw, meta)
             if meta.opaque:
                 meta.payload_off = start
-                return Frame(self.codec, Kind.REQUEST if self.role is not Role.RESPONSES else Kind.RESPONSE,
-                             meta.theader_seq, raw, body=memoryview(raw)[start:], meta=meta,
-                             status=None if self.role is not Role.RESPONSES else 0)
+                # the message type is inside the transformed payload: the decoder's role tells
+                return Frame(self.codec, Kind.RESPONSE if self.role is Role.RESPONSES else Kind.REQUEST,
+                             meta.theader_seq, raw, body=memoryview(raw)[start:], meta=meta)
         else:
             start = 4
         try:
@@ -687,18 +707,25 @@ class ThriftDecoder(Decoder):
                      body=memoryview(raw)[body:], meta=meta)
 
     def _decode_unframed(self, buf: Buffer, pos: int, n: int) -> Frame | int:
+        if n - pos < self._unframed_need:
+            return self._unframed_need - (n - pos)
         limits = self.limits
         meta = ThriftMeta(Transport.UNFRAMED, None)
         limit_end = pos + limits.thrift_max_frame
+        # never look at bytes past the limit: the verdict must not depend on chunking
+        cap = min(n, limit_end)
         try:
-            body = _parse_message(buf, pos, n, limits, meta)
-            sk = _Skipper(buf, n, limit_end, limits.thrift_max_depth, limits.thrift_max_frame)
+            body = _parse_message(buf, pos, cap, limits, meta, limit_end)
+            sk = _Skipper(buf, cap, limit_end, limits.thrift_max_depth, limits.thrift_max_frame)
             end = sk.b_struct(body, 1) if meta.proto is Proto.BINARY else sk.c_struct(body, 1)
         except _NeedMore as e:
             if n >= limit_end:
                 raise FrameTooLarge("thrift unframed message", n - pos + 1, limits.thrift_max_frame,
                                     protocol=NAME, offset=pos) from None
-            return max(1, e.n)
+            need = max(1, e.n)
+            self._unframed_need = n - pos + need
+            return need
+        self._unframed_need = 0
         raw = bytes(buf[pos:end])
         # re-base offsets on raw
         for attr in ("name_off", "name_end", "seqid_off", "seqid_end", "payload_off"):
@@ -787,8 +814,8 @@ class ThriftCodec(Codec):
         out = bytearray(raw[:meta.seqid_off])
         out += new
         out += raw[meta.seqid_end:]
-        if meta.transport is Transport.HEADER and meta.theader_seq == frame.orig_request_id:
-            _I32.pack_into(out, 8, _to_i32(rid))
+        if meta.transport is Transport.HEADER:
+            _I32.pack_into(out, 8, _header_seq(meta, frame))
         delta = len(new) - (meta.seqid_end - meta.seqid_off)
         if delta and meta.transport is not Transport.UNFRAMED:
             _U32.pack_into(out, 0, len(out) - 4)
@@ -805,7 +832,7 @@ class ThriftCodec(Codec):
             if method is None:
                 raise _err("a thrift message needs a method name")
             svc = new.get("service")
-            name = f"{svc}:{method}" if svc else method
+            name = f"{svc}:{method}" if svc is not None else method
         # info headers
         info = meta.info
         extra = {k: v for k, v in new.items() if k not in ("method", "service") or meta.opaque}
@@ -838,8 +865,7 @@ class ThriftCodec(Codec):
         if meta.transport is Transport.FRAMED:
             return _U32.pack(len(payload)) + payload
         assert meta.proto is not None
-        seq = rid if meta.opaque or meta.theader_seq == frame.orig_request_id else meta.theader_seq
-        return _build_theader(meta.theader_flags, seq, meta.proto, _theader_transforms(raw), info, bytes(payload))
+        return _build_theader(meta.theader_flags, _header_seq(meta, frame), meta.proto, _theader_transforms(raw), info, bytes(payload))
 
     # --- behaviour -------------------------------------------------------------------------
     def error_reply(self, request: Frame, reason: Reason, message: str = "") -> Frame | None:
@@ -864,7 +890,7 @@ class ThriftCodec(Codec):
             return _REASON_HTTP.get(meta.reason, 500)
         if frame.status is None or not isinstance(meta, ThriftMeta) or meta.msg_type != MessageType.EXCEPTION:
             return 200
-        return _STATUS_HTTP.get(frame.status, 500)  # type: ignore[call-overload]
+        return _STATUS_HTTP.get(AppExc(frame.status), 500) if frame.status in _STATUS_CODES else 500
 
 
 # --- builders (error replies, fixtures, tests) --------------------------------------------------

@@ -3,22 +3,28 @@ all five built-in protocols, and real client traffic through it, summed up in a 
 
 One command, no set-up: :func:`run_demo` loads the template ``config.yaml`` shipped in this
 package, starts the sample services (:mod:`xproto.demo.services`) on free ports, puts free
-ports into the config, starts :class:`xproto.proxy.ProxyServer` in-process, drives the demo
-clients (:mod:`xproto.demo.clients`) through it for ``duration`` seconds, reads the proxy's
-``/metrics`` and cross-checks its counters against what the clients sent, prints the
-per-protocol table and the metrics URL, and shuts everything down.
+ports into the config, starts the proxy as ``xproto proxy -c <that config>`` in a child
+process (or :class:`xproto.proxy.ProxyServer` in-process with ``in_process=True``), drives
+the demo clients (:mod:`xproto.demo.clients`) through it for ``duration`` seconds, reads the
+proxy's ``/metrics`` and cross-checks its counters against what the clients sent and the
+services received, stops the proxy with SIGTERM (graceful drain, exit status 0 expected),
+prints the per-protocol table and the metrics URL, and shuts everything down.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import logging
+import os
 import socket
 import sys
+import tempfile
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, TextIO
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
@@ -29,6 +35,9 @@ MAX_REQUESTS = 200_000          # per protocol, whatever the duration
 METRICS_SETTLE = 2.0            # seconds the counters may take to catch up with the clients
 STOP_GRACE = 2.0                # proxy drain grace at the end
 START_ATTEMPTS = 3              # proxy starts tried with fresh ports
+PROXY_START_TIMEOUT = 30.0      # seconds the proxy process may take to say it is ready
+PROXY_STOP_SLACK = 5.0          # seconds beyond the drain grace before the process is killed
+OUTPUT_LINES = 40               # last lines of the proxy process's log kept for diagnosis
 BAD_RATIO = 0.01                # more unexpected failures than this share of requests = failure
 
 __all__ = ["load_template", "prepare_config", "run_demo"]
@@ -204,9 +213,95 @@ def render(stats: dict[str, Any], checks: dict[str, Check] | None, out: TextIO) 
         out.write("  ".join(cells) + "  " + r[-1] + "\n")
 
 
+# --- the proxy as a child process ------------------------------------------------------------
+
+class ProxyStartError(OSError):
+    """The proxy process exited before it was ready (``output`` holds its last lines)."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class ProxyProcess:
+    """``xproto proxy -c FILE`` run as a child process, as a user runs it: its own
+    interpreter and event loop, stopped by SIGTERM (graceful drain) and expected to exit 0.
+
+    Offers the part of :class:`xproto.proxy.ProxyServer`'s interface the demo uses.
+    """
+
+    READY_LINE = "xproto: ready"
+
+    def __init__(self, config: Any, path: str) -> None:
+        self.config = config
+        self.path = path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self.returncode: int | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def admin_url(self) -> str | None:
+        a = self.config.admin
+        return f"http://{a.address.host}:{a.address.port}" if a else None
+
+    def listener_address(self, name: str) -> tuple[str, int]:
+        a = self.config.listener(name).address
+        return (a.host, a.port)
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "xproto.cli", "proxy", "-c", self.path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        self._reader = asyncio.create_task(self._read_output())
+        ready = asyncio.create_task(self._ready.wait())
+        exited = asyncio.create_task(self.proc.wait())
+        try:
+            await asyncio.wait({ready, exited}, timeout=PROXY_START_TIMEOUT,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            if not exited.done():
+                exited.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if not self._ready.is_set():
+            await self.stop(0)
+            raise ProxyStartError(f"the proxy did not become ready (exit status {self.returncode})",
+                                  "\n".join(self.output))
+
+    async def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            text = line.decode("utf-8", "replace").rstrip()
+            self.output.append(text)
+            if text == self.READY_LINE:
+                self._ready.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """SIGTERM, then wait for the drain (bounded); SIGKILL only if it hangs."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.terminate()
+            limit = (grace or 0) + float(self.config.drain_timeout) + PROXY_STOP_SLACK
+            try:
+                await asyncio.wait_for(proc.wait(), limit)
+            except TimeoutError:
+                self.output.append(f"(demo: the proxy did not exit {limit:g}s after SIGTERM: killed)")
+                proc.kill()
+                await proc.wait()
+        self.returncode = proc.returncode
+        if self._reader is not None:
+            await self._reader
+            self._reader = None
+
+
 # --- the run -----------------------------------------------------------------------------
 
-async def _demo(duration: float, out: TextIO) -> int:
+async def _demo(duration: float, out: TextIO, in_process: bool, tmpdir: str) -> int:
     from xproto.config import parse_config
     from xproto.demo.clients import run_clients
     from xproto.demo.services import SERVICE_CLASSES, FrameServer
@@ -218,7 +313,7 @@ async def _demo(duration: float, out: TextIO) -> int:
 
     template = load_template()
     services: list[FrameServer] = []
-    proxy = None
+    proxy: ProxyServer | ProxyProcess | None = None
     try:
         # 1. sample upstream services, one per endpoint of each cluster of the template
         addrs: dict[str, list[str]] = {}
@@ -235,17 +330,29 @@ async def _demo(duration: float, out: TextIO) -> int:
         # (a port picked free can be taken by someone else before the proxy binds it:
         # then pick again, a bounded number of times)
         for attempt in range(START_ATTEMPTS):
-            config = parse_config(prepare_config(template, addrs))
-            proxy = ProxyServer(config)
+            cfg_dict = prepare_config(template, addrs)
+            config = parse_config(cfg_dict)
+            if in_process:
+                proxy = ProxyServer(config)
+            else:
+                path = os.path.join(tmpdir, "config.yaml")
+                Path(path).write_text(yaml.safe_dump(cfg_dict, sort_keys=False), encoding="utf-8")
+                proxy = ProxyProcess(config, path)
             try:
                 await proxy.start()
                 break
             except OSError as e:
-                await proxy.stop(grace=0)
+                try:
+                    await proxy.stop(grace=0)
+                except Exception as stop_err:  # noqa: BLE001 - half-started; nothing more to free
+                    logging.getLogger("xproto.demo").debug("stopping a half-started proxy: %s", stop_err)
                 proxy = None
                 if attempt + 1 == START_ATTEMPTS:
+                    if isinstance(e, ProxyStartError):
+                        out.write(e.output + "\n")
                     raise
-                out.write(f"note: port taken while starting ({e}); picking new ports\n")
+                out.write(f"note: the proxy could not start ({e}); picking new ports\n")
+        assert proxy is not None
         admin = proxy.admin_url
         admin = admin.rstrip("/") if admin else None
         rpc = proxy.listener_address("rpc")
@@ -301,12 +408,23 @@ async def _demo(duration: float, out: TextIO) -> int:
                     break
                 await asyncio.sleep(0.1)
 
-        # 5. report
+        # 5. stop the proxy as an operator would: SIGTERM -> drain -> exit 0
+        stopped, proxy = proxy, None
+        await stopped.stop(grace=STOP_GRACE)
+        proxy_exit = stopped.returncode if isinstance(stopped, ProxyProcess) else None
+        proxy_log = list(stopped.output) if isinstance(stopped, ProxyProcess) else []
+
+        # 6. report
         out.write("\n")
         render(stats, checks, out)
         total = sum(s.requests for s in stats.values())
-        out.write(f"\n{total} requests in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f}/s); "
-                  "errors include the requests deliberately sent to a missing route\n")
+        out.write(f"\n{total} requests in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f}/s)\n"
+                  "  requests     every request written (one-way, heartbeats, acks=0 produce included)\n"
+                  "  errors       error responses and failures, incl. requests sent to a missing route"
+                  " on purpose\n"
+                  "  p50/p99      latency of answered requests\n"
+                  "  proxy count  xproto_downstream_requests_total, checked against what the clients"
+                  " sent and the services received\n")
         failed = []
         for proto in PROTOCOLS:
             st = stats[proto]
@@ -317,10 +435,19 @@ async def _demo(duration: float, out: TextIO) -> int:
             out.writelines(f"  {proto} problem: {p}\n" for p in st.problems[:3])
             if checks and checks[proto].problems:
                 out.writelines(f"  {proto} metrics check: {p}\n" for p in checks[proto].problems)
+                failed.append(f"{proto}: the proxy's counters disagree with the traffic")
         if checks is None:
             out.write("warning: could not read the proxy's metrics\n")
+        if proxy_exit is not None:
+            out.write(f"proxy process: stopped by SIGTERM, exit status {proxy_exit}\n")
+            if proxy_exit != 0:
+                failed.append(f"the proxy exited with status {proxy_exit}")
+                out.writelines(f"  proxy: {line}\n" for line in proxy_log[-10:])
         out.write(f"metrics: {admin}/metrics\n" if admin else "metrics: (no admin address configured)\n")
         if failed:
+            if proxy_log and proxy_exit == 0:
+                out.write("last lines of the proxy's log:\n")
+                out.writelines(f"  proxy: {line}\n" for line in proxy_log[-10:])
             out.write("demo FAILED: " + "; ".join(failed) + "\n")
             return 1
         return 0
@@ -331,8 +458,12 @@ async def _demo(duration: float, out: TextIO) -> int:
             await s.stop()
 
 
-def run_demo(duration: float = 5.0, out: TextIO | None = None) -> int:
-    """Entry of ``xproto demo``; returns the exit status (0 = the traffic went through)."""
+def run_demo(duration: float = 5.0, out: TextIO | None = None, *, in_process: bool = False) -> int:
+    """Entry of ``xproto demo``; returns the exit status (0 = the traffic went through).
+
+    The proxy runs as ``xproto proxy -c <the prepared config>`` in a child process (as a
+    user runs it, on its own event loop), or in this process with ``in_process=True``.
+    """
     out = out or sys.stdout
     if duration <= 0:
         out.write("--duration must be positive\n")
@@ -346,5 +477,6 @@ def run_demo(duration: float = 5.0, out: TextIO | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_demo(duration, out))
+    with tempfile.TemporaryDirectory(prefix="xproto-demo-") as tmpdir, \
+            asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_demo(duration, out, in_process, tmpdir))

@@ -6,11 +6,22 @@ Public API (contract in notes/HESSIAN_API.md): :class:`Reader` (``read``, ``skip
 """
 from __future__ import annotations
 
+from . import draft as _draft  # noqa: F401  (installs the SOFA dialect tables)
 from .decoder import Reader, load_all, loads
 from .encoder import Writer, dumps
 from .types import Binary, ClassDef, Date, JavaObject, Long, TypedList, TypedMap
 
 __all__ = [
-    "Reader", "loads", "load_all", "Writer", "dumps",
-    "Long", "TypedList", "TypedMap", "JavaObject", "Date", "ClassDef", "Binary",
+    "Binary",
+    "ClassDef",
+    "Date",
+    "JavaObject",
+    "Long",
+    "Reader",
+    "TypedList",
+    "TypedMap",
+    "Writer",
+    "dumps",
+    "load_all",
+    "loads",
 ]

@@ -17,14 +17,15 @@ import re
 import struct
 from bisect import bisect_left
 from codecs import utf_8_decode
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from xproto.errors import LimitExceeded, ProtocolError
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 from .types import ClassDef, Date, JavaObject, Long, TypedList, TypedMap
 
-__all__ = ["Reader", "loads", "load_all"]
+__all__ = ["Reader", "load_all", "loads"]
 
 PROTOCOL = "hessian2"
 
@@ -45,6 +46,11 @@ _f64 = _F64.unpack_from
 _UNIT = rb"(?:[\x00-\x7f]|[\xc0-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf][\x80-\xbf])"
 _UNIT_RUNS = [(k, re.compile(_UNIT + b"{%d}" % k)) for k in (4096, 512, 64, 8, 1)]
 _ASCII_RUN = re.compile(rb"[\x00-\x7f]*")
+_HI_TABLE = bytes([0] * 0x80 + [1] * 0x80)
+_HI_WINDOW = 1 << 16
+
+# What skip()'s loop does with a code (per dialect): see _kinds_for().
+_K_NONE, _K_END, _K_CLASSDEF, _K_UNTIL_END, _K_LIST_DIRECT, _K_OBJECT_DIRECT, _K_MAP = range(7)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _UTF8_LEN = bytes(
     [1] * 0x80 + [0] * 0x40 + [2] * 0x20 + [3] * 0x10 + [4] * 0x08 + [0] * 0x08
@@ -72,9 +78,26 @@ class Reader:
     """
 
     __slots__ = (
-        "_data", "pos", "_end", "_limits", "_dialect", "_table", "_skip_table",
-        "_refs", "_defs", "_def_nf", "_def_pos", "_types", "_type_pos", "_depth",
-        "_max_depth", "_max_objects",
+        "_data",
+        "_defs",
+        "_depth",
+        "_dialect",
+        "_end",
+        "_fixed",
+        "_hi",
+        "_hi_base",
+        "_hi_end",
+        "_int_codes",
+        "_kinds",
+        "_limits",
+        "_max_depth",
+        "_max_objects",
+        "_refs",
+        "_skip_table",
+        "_str_codes",
+        "_table",
+        "_types",
+        "pos",
     )
 
     def __init__(
@@ -89,24 +112,24 @@ class Reader:
         if isinstance(data, memoryview):
             # one copy of the buffer buys bytes' fast slicing/decoding on every value
             data = data.tobytes()
-        if dialect not in _DIALECTS:
-            raise ValueError(f"unknown hessian dialect {dialect!r}")
+        if end is not None and end < len(data):
+            data = data[:end]  # then "past the end" is simply an IndexError
         self._data = data
         self.pos = pos
-        self._end = len(data) if end is None else min(end, len(data))
+        self._end = len(data)
+        # _hi[i - _hi_base] is 1 where data[i] >= 0x80, for a window of the data: skip()
+        # asks "is this string ASCII?" without slicing it.
+        self._hi = b""
+        self._hi_base = 0
+        self._hi_end = -1
         self._limits = limits
-        self._dialect = dialect
-        self._table = _READ_TABLES[dialect]
-        self._skip_table = _SKIP_TABLES[dialect]
+        self._set_dialect(dialect)
         # Shared references: the object, or the int offset where a skipped one starts.
         self._refs: list[Any] = []
         # Class definitions: ClassDef, or the offset of its name when it was skipped.
-        self._defs: list[Any] = []
-        self._def_nf: list[int] = []
-        self._def_pos: list[int] = []
+        self._defs: list[list[Any]] = []  # [ClassDef or None (skipped), field count, offset]
         # Type names of typed lists/maps: str, or the offset of the string when skipped.
-        self._types: list[Any] = []
-        self._type_pos: list[int] = []
+        self._types: list[list[Any]] = []  # [str or None (skipped), offset]
         self._depth = 0
         self._max_depth = limits.hessian_max_depth
         self._max_objects = limits.hessian_max_objects
@@ -123,16 +146,156 @@ class Reader:
     def read(self) -> Any:
         """Decode and return the next value."""
         pos = self.pos
-        if pos >= self._end:
-            raise self._error("unexpected end of data", pos)
-        return self._table[self._data[pos]](self, pos)
+        data = self._data
+        try:
+            code = data[pos]
+        except IndexError:
+            raise self._error("unexpected end of data", pos) from None
+        # the most frequent values inline; the table has every code
+        if code < 0x20:
+            end = pos + 1 + code
+            if end <= self._end:
+                b = data[pos + 1 : end]
+                if b.isascii():
+                    self.pos = end
+                    return b.decode("ascii")
+        elif 0x80 <= code < 0xC0:
+            self.pos = pos + 1
+            return code - 0x90
+        elif code == 0x4E:
+            self.pos = pos + 1
+            return None
+        return self._table[code](self, pos)
 
     def skip(self) -> None:
-        """Step over the next value without building it."""
+        """Step over the next value without building it.
+
+        One loop over the tokens with an explicit stack of "values still to skip" per
+        open container: the usual Dubbo arguments (strings, numbers, maps, lists, objects
+        of known classes) never leave it. Everything else goes to the skip table.
+        """
+        data = self._data
         pos = self.pos
-        if pos >= self._end:
-            raise self._error("unexpected end of data", pos)
-        self.pos = self._skip_table[self._data[pos]](self, pos)
+        fixed = self._fixed
+        limit = self._end
+        try:
+            code = data[pos]
+        except IndexError:
+            raise self._error("unexpected end of data", pos) from None
+        size = fixed[code]
+        if size:  # one atomic value: no loop
+            end = pos + size
+            if end > limit:
+                raise self._error("truncated value", pos)
+            if code < 0x20 and code:
+                base = self._hi_base
+                if pos + 1 < base or end > self._hi_end:
+                    self._ascii(pos + 1, end)
+                    base = self._hi_base
+                if self._hi.find(1, pos + 1 - base, end - base) >= 0:
+                    end = self._skip_utf8(pos + 1, code)
+            self.pos = end
+            return
+        if 0x30 <= code <= 0x33 and pos + 2 <= limit:  # strings of up to 1023 chars
+            self.pos = self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
+            return
+        kinds = self._kinds
+        refs = self._refs
+        sofa = self._dialect == _SOFA
+        hi = self._hi
+        hi_base = self._hi_base
+        hi_end = self._hi_end
+        # values left at this level; -1: a list until the end marker; -2/-3: a map until
+        # the end marker, expecting a key/a value
+        pending = 1
+        stack: list[int] = []
+        try:
+            while True:
+                if pending == 0:
+                    if not stack:
+                        self.pos = pos
+                        return
+                    pending = stack.pop()
+                    self._depth -= 1
+                    continue
+                code = data[pos]
+                size = fixed[code]
+                if size:
+                    end = pos + size
+                    if end > limit:
+                        raise self._error("truncated value", pos)
+                    if code < 0x20 and code:
+                        # a compact string: its length in bytes if it is ASCII
+                        if pos + 1 < hi_base or end > hi_end:
+                            self._ascii(pos + 1, end)
+                            hi, hi_base, hi_end = self._hi, self._hi_base, self._hi_end
+                        if hi.find(1, pos + 1 - hi_base, end - hi_base) >= 0:
+                            end = self._skip_utf8(pos + 1, code)
+                    pos = end
+                    if pending > 0:
+                        pending -= 1
+                    elif pending < -1:
+                        pending = -5 - pending
+                    continue
+                kind = kinds[code]
+                if kind == _K_END:
+                    if pending != -1 and pending != -2:
+                        raise self._error("unexpected end marker", pos)
+                    pos += 1
+                    pending = 0
+                    continue
+                if kind == _K_NONE:
+                    self.pos = pos
+                    pos = self._skip_table[code](self, pos)
+                    if pending > 0:
+                        pending -= 1
+                    elif pending < -1:
+                        pending = -5 - pending
+                    continue
+                if kind == _K_CLASSDEF:  # not a value: the instance follows
+                    self._define_class(pos + 1, False)
+                    pos = self.pos
+                    continue
+                # a container: lists, maps, objects are numbered for references
+                if len(refs) >= self._max_objects:
+                    raise self._limit("hessian objects", len(refs) + 1, self._max_objects, pos)
+                if kind == _K_UNTIL_END:
+                    n = -1
+                elif kind == _K_MAP:
+                    n = -2
+                elif kind == _K_LIST_DIRECT:
+                    n = code - 0x78
+                else:  # _K_OBJECT_DIRECT
+                    i = code - 0x60
+                    if i >= len(self._defs):
+                        raise self._error(f"object of undefined class #{i}", pos)
+                    n = self._defs[i][1]
+                depth = self._depth + 1
+                if depth > self._max_depth:
+                    raise self._limit("hessian nesting depth", depth, self._max_depth, pos)
+                refs.append(-1 - pos if sofa else pos)
+                self._depth = depth
+                pos += 1
+                if pending > 0:
+                    pending -= 1
+                elif pending < -1:
+                    pending = -5 - pending
+                stack.append(pending)
+                pending = n
+        except IndexError:
+            raise self._error("unexpected end of data", pos) from None
+        finally:
+            if stack:  # an error inside containers: give their depth back
+                self._depth -= len(stack)
+
+    def _ascii(self, start: int, end: int) -> bool:
+        """Whether data[start:end] is all ASCII, without slicing it."""
+        base = self._hi_base
+        if start < base or end > self._hi_end:
+            base = self._hi_base = start
+            self._hi = bytes(self._data[start : start + max(_HI_WINDOW, end - start)]).translate(_HI_TABLE)
+            self._hi_end = base + len(self._hi)
+        return self._hi.find(1, start - base, end - base) < 0
 
     def read_string(self) -> str | None:
         """The next value, which must be a string or null."""
@@ -140,13 +303,13 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53:
-            return self._table[code](self, pos)  # type: ignore[no-any-return]
         if code == 0x4E:
             self.pos = pos + 1
             return None
-        if self._dialect != _FINAL and code == 0x73:  # draft 's' chunk
-            return self._table[code](self, pos)  # type: ignore[no-any-return]
+        if code in self._str_codes:
+            v = self._table[code](self, pos)
+            if type(v) is str:
+                return v
         raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
 
     def read_int(self) -> int:
@@ -155,9 +318,16 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in _INT_CODES or (self._dialect != _FINAL and code == 0x77):
-            return self._table[code](self, pos)  # type: ignore[no-any-return]
+        if code in self._int_codes:
+            v = self._table[code](self, pos)
+            if isinstance(v, int) and type(v) is not bool:
+                return v
         raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
+
+    @property
+    def dialect(self) -> str:
+        """"hessian2", "sofa", or "auto" while no value has needed the SOFA draft."""
+        return self._dialect
 
     def read_all(self) -> list[Any]:
         out = []
@@ -170,6 +340,54 @@ class Reader:
         """Class definitions seen so far (decoding any that were skipped)."""
         return [self._classdef(i) for i in range(len(self._defs))]
 
+    # ------------------------------------------------------------------ dialects
+
+    def _set_dialect(self, dialect: str) -> None:
+        try:
+            (self._table, self._skip_table, self._str_codes, self._int_codes, self._fixed,
+             self._kinds) = _CONFIG[dialect]
+        except KeyError:
+            raise ValueError(f"unknown hessian dialect {dialect!r}") from None
+        self._dialect = dialect
+
+    def _auto(self, pos: int, skip: bool) -> Any:
+        """"auto": a value that may mean different things in the two dialects.
+
+        Try the final grammar; if it fails, the SOFA draft from the same offset; once the
+        draft was needed the reader stays in it. Atomic values that read the same in both
+        never come here.
+        """
+        snap = (len(self._refs), len(self._defs), len(self._types), self._depth)
+        code = self._data[pos]
+        self._set_dialect(_FINAL)
+        try:
+            if skip:
+                v: Any = _SKIP_TABLES[_FINAL][code](self, pos)
+            else:
+                v = _READ_TABLES[_FINAL][code](self, pos)
+            self._set_dialect(_AUTO)
+            return v
+        except ProtocolError as first:
+            self._rollback(snap)
+            self._jump(pos)
+            self._set_dialect(_SOFA)
+            try:
+                if skip:
+                    return _SKIP_TABLES[_SOFA][code](self, pos)
+                return _READ_TABLES[_SOFA][code](self, pos)
+            except ProtocolError:
+                self._rollback(snap)
+                self._set_dialect(_AUTO)
+                self._jump(pos)
+                raise first from None
+
+    def _rollback(self, snap: tuple[int, int, int, int]) -> None:
+        nrefs, ndefs, ntypes, depth = snap
+        del self._refs[nrefs:]
+        del self._defs[ndefs:]
+        del self._types[ntypes:]
+        self._depth = depth
+
     # ------------------------------------------------------------------ helpers
 
     def _error(self, message: str, offset: int) -> ProtocolError:
@@ -177,6 +395,10 @@ class Reader:
 
     def _limit(self, name: str, value: int, maximum: int, offset: int) -> LimitExceeded:
         return LimitExceeded(name, value, maximum, protocol=PROTOCOL, offset=offset)
+
+    def _jump(self, pos: int) -> None:
+        """Move to ``pos`` (also backwards, to decode what a skip passed over)."""
+        self.pos = pos
 
     def _need(self, pos: int, n: int) -> None:
         if pos + n > self._end:
@@ -187,6 +409,11 @@ class Reader:
         if len(refs) >= self._max_objects:
             raise self._limit("hessian objects", len(refs) + 1, self._max_objects, pos)
         refs.append(obj)
+
+    def _marker(self, pos: int) -> int:
+        """What a skipped list/map/object leaves in the reference table: its offset, as
+        ``-1 - offset`` when it was read in the SOFA draft (to decode it the same way)."""
+        return -1 - pos if self._dialect == _SOFA else pos
 
     def _enter(self, pos: int) -> None:
         depth = self._depth + 1
@@ -200,9 +427,11 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code not in _INT_CODES:
+        if code not in self._int_codes:
             raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
-        n: int = self._table[code](self, pos)
+        n = self._table[code](self, pos)
+        if type(n) is not int and type(n) is not Long:
+            raise self._error("expected an int", pos)
         if n < 0:
             raise self._error(f"negative length {n}", pos)
         return n
@@ -265,10 +494,10 @@ class Reader:
         limit = self._end
         if end > limit:
             raise self._error(f"truncated string: {n} characters, {limit - pos} bytes left", pos)
+        if self._ascii(pos, end):
+            return end
         data = self._data
         p = _ASCII_RUN.match(data, pos, end).end()  # type: ignore[union-attr]
-        if p == end:
-            return end
         left = n - (p - pos)
         while left:
             for k, pattern in _UNIT_RUNS:
@@ -292,13 +521,13 @@ class Reader:
                 left -= 2
         return p
 
-    def _string_chunks(self, pos: int, final_codes: bytes, chunk_code: int) -> tuple[str, int]:
+    def _string_chunks(self, pos: int, chunk_code: int, final_code: int = 0x53) -> tuple[str, int]:
         """A chunked string starting at ``pos`` (its first byte is ``chunk_code``)."""
         data = self._data
         parts = []
         while True:
             code = data[pos]
-            if code == chunk_code or code == chunk_code + 1:
+            if code == chunk_code or code == final_code:
                 self._need(pos, 3)
                 n = _u16(data, pos + 1)[0]
                 s, pos = self._utf8_text(pos + 3, n)
@@ -309,7 +538,7 @@ class Reader:
                 s, pos = self._utf8_text(pos + 1, code)
                 parts.append(s)
                 break
-            elif 0x30 <= code <= 0x33 and chunk_code == 0x52:
+            elif 0x30 <= code <= 0x33:
                 self._need(pos, 2)
                 s, pos = self._utf8_text(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
                 parts.append(s)
@@ -340,18 +569,18 @@ class Reader:
             s = _split_astral(s)
         return s, end
 
-    def _skip_string_chunks(self, pos: int, chunk_code: int) -> int:
+    def _skip_string_chunks(self, pos: int, chunk_code: int, final_code: int = 0x53) -> int:
         data = self._data
         while True:
             code = data[pos]
-            if code == chunk_code or code == chunk_code + 1:
+            if code == chunk_code or code == final_code:
                 self._need(pos, 3)
                 pos = self._skip_utf8(pos + 3, _u16(data, pos + 1)[0])
                 if code != chunk_code:
                     return pos
             elif code < 0x20:
                 return self._skip_utf8(pos + 1, code)
-            elif 0x30 <= code <= 0x33 and chunk_code == 0x52:
+            elif 0x30 <= code <= 0x33:
                 self._need(pos, 2)
                 return self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
             else:
@@ -365,11 +594,10 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53 or (
-            code == 0x73 and self._dialect != _FINAL
-        ):
-            s: str = self._table[code](self, pos)
-            return s
+        if code in self._str_codes:
+            s = self._table[code](self, pos)
+            if type(s) is str:
+                return s
         raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
 
     def _skip_str_value(self) -> None:
@@ -377,9 +605,7 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code < 0x20 or 0x30 <= code <= 0x33 or code == 0x52 or code == 0x53 or (
-            code == 0x73 and self._dialect != _FINAL
-        ):
+        if code in self._str_codes:
             self.pos = self._skip_table[code](self, pos)
             return
         raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
@@ -392,14 +618,14 @@ class Reader:
         limit = self._end
         while True:
             code = data[pos]
-            if code == chunk_code or code == chunk_code + 1:
+            if code == chunk_code or code == 0x42:
                 self._need(pos, 3)
                 n = _u16(data, pos + 1)[0]
                 start = pos + 3
             elif 0x20 <= code <= 0x2F:
                 n = code - 0x20
                 start = pos + 1
-            elif 0x34 <= code <= 0x37 and chunk_code == 0x41:
+            elif 0x34 <= code <= 0x37:
                 self._need(pos, 2)
                 n = ((code - 0x34) << 8) | data[pos + 1]
                 start = pos + 2
@@ -425,12 +651,11 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in _INT_CODES:
+        if code in self._int_codes:
             i = self._table[code](self, pos)
             return self._type_at(i, pos)
         t = self._read_str_value()
-        self._types.append(t)
-        self._type_pos.append(pos)
+        self._types.append([t, pos])
         return t
 
     def _skip_type(self) -> None:
@@ -438,26 +663,29 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in _INT_CODES:
+        if code in self._int_codes:
             i = self._table[code](self, pos)
             if not 0 <= i < len(self._types):
                 raise self._error(f"type reference {i} out of range", pos)
             return
         self._skip_str_value()
-        self._types.append(pos)
-        self._type_pos.append(pos)
+        self._types.append([None, pos])
 
     def _type_at(self, i: int, pos: int) -> str:
         types = self._types
         if not 0 <= i < len(types):
             raise self._error(f"type reference {i} out of range", pos)
-        t = types[i]
-        if type(t) is int:
-            save = self.pos
-            self.pos = t
-            t = self._read_str_value()
-            self.pos = save
-            types[i] = t
+        entry = types[i]
+        t = entry[0]
+        if t is None:  # skipped: only the final grammar defers types
+            save, dialect = self.pos, self._dialect
+            self._set_dialect(_FINAL)
+            self._jump(entry[1])
+            try:
+                t = entry[0] = self._read_str_value()
+            finally:
+                self._jump(save)
+                self._set_dialect(dialect)
         return t  # type: ignore[no-any-return]
 
     def _define_class(self, pos: int, build: bool) -> None:
@@ -472,39 +700,58 @@ class Reader:
             n = self._read_length()
             if n > self._end - self.pos:
                 raise self._error(f"class {name!r}: {n} fields, {self._end - self.pos} bytes left", pos)
-            rs = self._read_str_value
-            names = tuple([rs() for _ in range(n)])
-            defs.append(ClassDef(name, names))
+            read = self.read
+            names = []
+            for _ in range(n):
+                p = self.pos
+                f = read()
+                if type(f) is not str:
+                    raise self._error("a field name must be a string", p)
+                names.append(f)
+            defs.append([ClassDef(name, tuple(names)), n, pos])
         else:
             self._skip_str_value()
             n = self._skip_length()
             if n > self._end - self.pos:
                 raise self._error(f"class definition: {n} fields, {self._end - self.pos} bytes left", pos)
+            data = self._data
+            p = self.pos
             ss = self._skip_str_value
             for _ in range(n):
+                code = data[p]
+                if code < 0x20:  # compact field names, usually ASCII
+                    end = p + 1 + code
+                    if end <= self._end and self._ascii(p + 1, end):
+                        p = end
+                        continue
+                self.pos = p
                 ss()
-            defs.append(pos)
-        self._def_nf.append(n)
-        self._def_pos.append(pos)
+                p = self.pos
+            self.pos = p
+            defs.append([None, n, pos])
 
     def _classdef(self, i: int) -> ClassDef:
-        d = self._defs[i]
-        if type(d) is int:
-            save = self.pos
-            self.pos = d
-            name = self._read_str_value()
-            n = self._read_length()
-            rs = self._read_str_value
-            d = ClassDef(name, tuple([rs() for _ in range(n)]))
-            self.pos = save
-            self._defs[i] = d
+        entry = self._defs[i]
+        d = entry[0]
+        if d is None:  # skipped: only the final grammar defers class definitions
+            save, dialect = self.pos, self._dialect
+            self._set_dialect(_FINAL)
+            self._jump(entry[2])
+            try:
+                name = self._read_str_value()
+                n = self._read_length()
+                rs = self._read_str_value
+                d = entry[0] = ClassDef(name, tuple([rs() for _ in range(n)]))
+            finally:
+                self._jump(save)
+                self._set_dialect(dialect)
         return d  # type: ignore[no-any-return]
 
     def _instance(self, pos: int, i: int, start: int) -> JavaObject:
         """An object of class definition ``i`` whose field values begin at ``start``."""
         if not 0 <= i < len(self._defs):
             raise self._error(f"object of undefined class #{i}", pos)
-        cdef = self._classdef(i)
+        cdef = self._defs[i][0] or self._classdef(i)
         obj = JavaObject(cdef.name, {})
         self._add_ref(obj, pos)
         self.pos = start
@@ -519,11 +766,11 @@ class Reader:
     def _skip_instance(self, pos: int, i: int, start: int) -> int:
         if not 0 <= i < len(self._defs):
             raise self._error(f"object of undefined class #{i}", pos)
-        self._add_ref(pos, pos)
+        self._add_ref(self._marker(pos), pos)
         self.pos = start
         self._enter(pos)
         skip = self.skip
-        for _ in range(self._def_nf[i]):
+        for _ in range(self._defs[i][1]):
             skip()
         self._depth -= 1
         return self.pos
@@ -547,26 +794,31 @@ class Reader:
         what lies beyond once the value is read.
         """
         start = self._refs[i]
+        dialect = self._dialect
+        skipped_in = _FINAL
+        if start < 0:
+            start, skipped_in = -1 - start, _SOFA
         refs_tail = self._refs[i:]
         del self._refs[i:]
-        d0 = bisect_left(self._def_pos, start)
-        defs_tail = (self._defs[d0:], self._def_nf[d0:], self._def_pos[d0:])
-        del self._defs[d0:], self._def_nf[d0:], self._def_pos[d0:]
-        t0 = bisect_left(self._type_pos, start)
-        types_tail = (self._types[t0:], self._type_pos[t0:])
-        del self._types[t0:], self._type_pos[t0:]
+        d0 = bisect_left([e[2] for e in self._defs], start)
+        defs_tail = self._defs[d0:]
+        del self._defs[d0:]
+        t0 = bisect_left([e[1] for e in self._types], start)
+        types_tail = self._types[t0:]
+        del self._types[t0:]
         save_pos, save_depth = self.pos, self._depth
-        self.pos, self._depth = start, 0
+        self._depth = 0
+        self._jump(start)
+        self._set_dialect(skipped_in)
         try:
             value = self.read()
         finally:
-            self.pos, self._depth = save_pos, save_depth
+            self._set_dialect(dialect)
+            self._depth = save_depth
+            self._jump(save_pos)
             _restore(self._refs, i, refs_tail)
-            _restore(self._defs, d0, defs_tail[0])
-            _restore(self._def_nf, d0, defs_tail[1])
-            _restore(self._def_pos, d0, defs_tail[2])
-            _restore(self._types, t0, types_tail[0])
-            _restore(self._type_pos, t0, types_tail[1])
+            _restore(self._defs, d0, defs_tail)
+            _restore(self._types, t0, types_tail)
         return value
 
 
@@ -630,7 +882,7 @@ def _r_int3(r: Reader, pos: int) -> int:
         raise r._error("truncated int", pos)
     data = r._data
     r.pos = pos + 3
-    return ((data[pos] - 0xD4) << 16) | _u16(data, pos + 1)[0]
+    return ((data[pos] - 0xD4) << 16) | int(_u16(data, pos + 1)[0])
 
 
 def _r_int4(r: Reader, pos: int) -> int:
@@ -729,15 +981,7 @@ def _r_date_min(r: Reader, pos: int) -> Date:
 
 
 def _r_str_compact(r: Reader, pos: int) -> str:
-    n = r._data[pos]
-    start = pos + 1
-    end = start + n
-    if end <= r._end:
-        b = r._data[start:end]
-        if b.isascii():
-            r.pos = end
-            return b.decode("ascii")
-    s, r.pos = r._utf8(start, n)
+    s, r.pos = r._utf8(pos + 1, r._data[pos])
     return s
 
 
@@ -757,7 +1001,7 @@ def _r_str_final(r: Reader, pos: int) -> str:
 
 
 def _r_str_chunk(r: Reader, pos: int) -> str:
-    s, r.pos = r._string_chunks(pos, b"", 0x52)
+    s, r.pos = r._string_chunks(pos, 0x52)
     return s
 
 
@@ -1045,13 +1289,13 @@ def _skip_until_end(r: Reader, pos: int, end_code: int, pairs: bool) -> int:
 def _s_list_var_typed(r: Reader, pos: int) -> int:
     r.pos = pos + 1
     r._skip_type()
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_until_end(r, pos, 0x5A, False)
 
 
 def _s_list_var(r: Reader, pos: int) -> int:
     r.pos = pos + 1
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_until_end(r, pos, 0x5A, False)
 
 
@@ -1059,40 +1303,40 @@ def _s_list_fixed_typed(r: Reader, pos: int) -> int:
     r.pos = pos + 1
     r._skip_type()
     n = r._skip_length()
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_items(r, n, pos)
 
 
 def _s_list_fixed(r: Reader, pos: int) -> int:
     r.pos = pos + 1
     n = r._skip_length()
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_items(r, n, pos)
 
 
 def _s_list_direct_typed(r: Reader, pos: int) -> int:
     r.pos = pos + 1
     r._skip_type()
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_items(r, r._data[pos] - 0x70, pos)
 
 
 def _s_list_direct(r: Reader, pos: int) -> int:
     r.pos = pos + 1
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_items(r, r._data[pos] - 0x78, pos)
 
 
 def _s_map(r: Reader, pos: int) -> int:
     r.pos = pos + 1
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_until_end(r, pos, 0x5A, True)
 
 
 def _s_map_typed(r: Reader, pos: int) -> int:
     r.pos = pos + 1
     r._skip_type()
-    r._add_ref(pos, pos)
+    r._add_ref(r._marker(pos), pos)
     return _skip_until_end(r, pos, 0x5A, True)
 
 
@@ -1108,7 +1352,7 @@ def _final_tables() -> tuple[list[Handler], list[Callable[[Reader, int], int]]]:
             rd[c] = reader
             sk[c] = skipper
 
-    put(range(0x00, 0x20), _r_str_compact, _s_str_compact)
+    put(range(0x20), _r_str_compact, _s_str_compact)
     put(range(0x20, 0x30), _r_bin_compact, _s_bin_compact)
     put(range(0x30, 0x34), _r_str_short, _s_str_short)
     put(range(0x34, 0x38), _r_bin_short, _s_bin_short)
@@ -1153,13 +1397,104 @@ def _final_tables() -> tuple[list[Handler], list[Callable[[Reader, int], int]]]:
 _INT_CODES = frozenset(
     list(range(0x80, 0xD8)) + [0x49] + list(range(0xD8, 0x100)) + list(range(0x38, 0x40)) + [0x4C, 0x59]
 )
+_SOFA_INT_CODES = (_INT_CODES - {0x59}) | {0x77}
+_FINAL_STR_CODES = frozenset(list(range(0x20)) + [0x30, 0x31, 0x32, 0x33, 0x52, 0x53])
+_SOFA_STR_CODES = (_FINAL_STR_CODES - {0x52}) | {0x73}
+_STR_CODES = {_FINAL: _FINAL_STR_CODES, _SOFA: _SOFA_STR_CODES, _AUTO: _FINAL_STR_CODES | _SOFA_STR_CODES}
+_INT_CODES_BY = {_FINAL: _INT_CODES, _SOFA: _SOFA_INT_CODES, _AUTO: _INT_CODES | _SOFA_INT_CODES}
 
 _READ_TABLES: dict[str, list[Handler]] = {}
 _SKIP_TABLES: dict[str, list[Callable[[Reader, int], int]]] = {}
 _READ_TABLES[_FINAL], _SKIP_TABLES[_FINAL] = _final_tables()
-# The SOFA draft dialect installs its tables from .draft (imported by the package).
-_READ_TABLES[_SOFA], _SKIP_TABLES[_SOFA] = _final_tables()
-_READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = _final_tables()
+
+
+def _fixed_sizes(skip: list[Callable[[Reader, int], int]]) -> bytes:
+    """Per code: the size of a fixed-size value (compact strings: if ASCII), else 0."""
+    sizes = {_s1: 1, _s2: 2, _s3: 3, _s5: 5, _s9: 9}
+    out = [sizes.get(fn, 0) for fn in skip]
+    for code in range(0x30):
+        if skip[code] is _s_str_compact:
+            out[code] = 1 + code
+        elif skip[code] is _s_bin_compact:
+            out[code] = 1 + code - 0x20
+    return bytes(out)
+
+
+_FIXED: dict[str, bytes] = {_FINAL: _fixed_sizes(_SKIP_TABLES[_FINAL])}
+
+
+def _kinds_for(skip: list[Callable[[Reader, int], int]]) -> bytes:
+    """Per code, how skip()'s loop treats it, judged by the dialect's skip handler."""
+    out = [_K_NONE] * 256
+    for code, fn in enumerate(skip):
+        if fn is _s_map:
+            out[code] = _K_MAP
+        elif fn is _s_list_var:
+            out[code] = _K_UNTIL_END
+        elif fn is _s_list_direct:
+            out[code] = _K_LIST_DIRECT
+        elif fn is _s_object_direct:
+            out[code] = _K_OBJECT_DIRECT
+        elif fn is _s_classdef:
+            out[code] = _K_CLASSDEF
+    if skip[0x5A] is _s_bad:
+        out[0x5A] = _K_END
+    return bytes(out)
+
+
+_KINDS: dict[str, bytes] = {_FINAL: _kinds_for(_SKIP_TABLES[_FINAL])}
+
+
+def _r_auto(r: Reader, pos: int) -> Any:
+    return r._auto(pos, False)
+
+
+def _s_auto(r: Reader, pos: int) -> int:
+    return r._auto(pos, True)  # type: ignore[no-any-return]
+
+
+def install_dialect(name: str, read: list[Handler], skip: list[Callable[[Reader, int], int]]) -> None:
+    """Register the tables of another dialect and derive "auto" from it and the final one.
+
+    A code goes straight to the final handler in "auto" when both dialects read it with
+    the same handler (atomic values: small ints, strings, null, booleans ...).
+    """
+    _READ_TABLES[name], _SKIP_TABLES[name] = read, skip
+    final_r, final_s = _READ_TABLES[_FINAL], _SKIP_TABLES[_FINAL]
+    auto_r: list[Handler] = []
+    auto_s: list[Callable[[Reader, int], int]] = []
+    for code in range(256):
+        if read[code] is final_r[code] and skip[code] is final_s[code] or read[code] is _r_bad:
+            auto_r.append(final_r[code])
+            auto_s.append(final_s[code])
+        else:
+            auto_r.append(_r_auto)
+            auto_s.append(_s_auto)
+    _READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = auto_r, auto_s
+    _FIXED[name] = _fixed_sizes(skip)
+    _FIXED[_AUTO] = _fixed_sizes(auto_s)
+    _KINDS[name] = _kinds_for(skip)
+    _KINDS[_AUTO] = _kinds_for(auto_s)
+    _configure()
+
+
+# Until .draft installs the SOFA tables, both fall back to the final grammar.
+_READ_TABLES[_SOFA], _SKIP_TABLES[_SOFA] = _READ_TABLES[_FINAL], _SKIP_TABLES[_FINAL]
+_READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = _READ_TABLES[_FINAL], _SKIP_TABLES[_FINAL]
+_FIXED[_SOFA] = _FIXED[_AUTO] = _FIXED[_FINAL]
+_KINDS[_SOFA] = _KINDS[_AUTO] = _KINDS[_FINAL]
+
+# Everything a Reader needs per dialect, in _set_dialect's order.
+_CONFIG: dict[str, tuple[Any, ...]] = {}
+
+
+def _configure() -> None:
+    for name in _DIALECTS:
+        _CONFIG[name] = (_READ_TABLES[name], _SKIP_TABLES[name], _STR_CODES[name], _INT_CODES_BY[name],
+                         _FIXED[name], _KINDS[name])
+
+
+_configure()
 
 
 def loads(data: bytes | bytearray | memoryview, pos: int = 0, **kw: Any) -> Any:

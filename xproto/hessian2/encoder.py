@@ -12,9 +12,11 @@ threshold as its Caucho counterpart (``SIZE < offset + 16``, ``SIZE <= offset + 
 """
 from __future__ import annotations
 
+import math
 import re
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .types import Date, JavaObject, Long, TypedList, TypedMap
 
@@ -54,7 +56,7 @@ def _pair(m: re.Match[str]) -> str:
 
 def _java_int(x: float) -> int:
     """Java's ``(int) x`` for a double: truncate toward zero, saturate, NaN -> 0."""
-    if x != x:
+    if math.isnan(x):
         return 0
     if x >= 2147483647.0:
         return _INT32_MAX
@@ -111,7 +113,7 @@ class Writer:
     by one writer, as by one Caucho ``Hessian2Output`` (a Dubbo request body is one).
     """
 
-    __slots__ = ("_buf", "_flushed", "_refs", "_keep", "_classes", "_types")
+    __slots__ = ("_buf", "_classes", "_flushed", "_keep", "_refs", "_types")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -284,8 +286,7 @@ class Writer:
             if sub < 16:
                 self._flushed = len(buf)
                 sub = _SIZE - 3
-                if length < sub:
-                    sub = length
+                sub = min(sub, length)
             buf.append(0x41)
             buf += _pack_u16(sub)
             buf += b[pos : pos + sub]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["Long", "TypedList", "TypedMap", "JavaObject", "Date", "ClassDef", "Binary"]
+__all__ = ["Binary", "ClassDef", "Date", "JavaObject", "Long", "TypedList", "TypedMap"]
 
 Binary = bytes
 
@@ -50,7 +50,7 @@ class TypedList(list):  # type: ignore[type-arg]
     type and fixedness.
     """
 
-    __slots__ = ("type", "fixed")
+    __slots__ = ("fixed", "type")
 
     def __init__(self, items: Any = (), type: str | None = None, fixed: bool = True) -> None:
         super().__init__(items)
@@ -60,12 +60,12 @@ class TypedList(list):  # type: ignore[type-arg]
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TypedList) and (other.type != self.type or other.fixed != self.fixed):
             return False
-        return list.__eq__(self, other)  # type: ignore[arg-type]
+        return list.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"TypedList({list.__repr__(self)}, type={self.type!r}, fixed={self.fixed})"
@@ -83,12 +83,12 @@ class TypedMap(dict):  # type: ignore[type-arg]
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TypedMap) and other.type != self.type:
             return False
-        return dict.__eq__(self, other)  # type: ignore[arg-type]
+        return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"TypedMap({dict.__repr__(self)}, type={self.type!r})"
@@ -97,7 +97,7 @@ class TypedMap(dict):  # type: ignore[type-arg]
 class ClassDef:
     """A class definition: class name and field names in wire order."""
 
-    __slots__ = ("name", "fields")
+    __slots__ = ("fields", "name")
 
     def __init__(self, name: str, fields: tuple[str, ...]) -> None:
         self.name = name
@@ -120,7 +120,7 @@ class JavaObject:
     keys and may contain themselves); compare ``.cls`` and ``.fields`` for value equality.
     """
 
-    __slots__ = ("cls", "fields", "__weakref__")
+    __slots__ = ("__weakref__", "cls", "fields")
 
     def __init__(self, cls: str, fields: dict[str, Any] | None = None) -> None:
         self.cls = cls
@@ -160,6 +160,6 @@ class Date:
     def to_datetime(self) -> Any:
         import datetime
 
-        return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+        return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
             milliseconds=self.millis
         )

@@ -13,6 +13,7 @@ from typing import Any
 class Writable:
     """Mixin for connections that write through a :class:`Batch`."""
 
+    # the slots live in the concrete classes (asyncio protocols with __slots__)
     __slots__ = ()
     transport: Any
     wbuf: list[bytes]
@@ -20,7 +21,7 @@ class Writable:
 
     def flush(self) -> None:
         buf = self.wbuf
-        self.dirty = False
+        self.dirty = False  # type: ignore[misc]
         if not buf:
             return
         t = self.transport
@@ -59,7 +60,7 @@ class Batch:
         w.wbuf.append(data)
         if self.depth:
             if not w.dirty:
-                w.dirty = True
+                w.dirty = True  # type: ignore[misc]
                 self.dirty.append(w)
         else:
             w.flush()

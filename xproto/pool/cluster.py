@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from xproto.codec import PoolMode, Reason
 from xproto.limits import DEFAULT_LIMITS, Limits
 from xproto.pool.batch import Batch
-from xproto.pool.connection import OPEN, UpstreamConnection
+from xproto.pool.connection import CLOSED, OPEN, UpstreamConnection
 
 if TYPE_CHECKING:
     from xproto.codec import Codec
@@ -73,9 +73,9 @@ class PoolStats:
 
 
 class Endpoint:
-    __slots__ = ("host", "port", "cluster", "healthy", "retry_at", "failures", "active", "pools")
+    __slots__ = ("active", "cluster", "failures", "healthy", "host", "pools", "port", "retry_at")
 
-    def __init__(self, cluster: "Cluster", host: str, port: int) -> None:
+    def __init__(self, cluster: Cluster, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self.cluster = cluster
@@ -84,7 +84,7 @@ class Endpoint:
         self.failures = 0
         #: requests assigned to this endpoint and not finished (least_request)
         self.active = 0
-        self.pools: dict[tuple[str, PoolMode], ConnPool] = {}
+        self.pools: dict[tuple[str, PoolMode | None], ConnPool] = {}
 
     def available(self, now: float) -> bool:
         return self.healthy or now >= self.retry_at
@@ -103,13 +103,20 @@ class Endpoint:
         self.failures += 1
         self.retry_at = now + min(s.backoff_min * (2 ** min(self.failures - 1, 16)), s.backoff_max)
 
-    def pool_for(self, codec: "Codec", mode: PoolMode) -> "ConnPool":
+    def pool_for(self, codec: Codec, mode: PoolMode) -> ConnPool:
         key = (codec.name, mode)
         p = self.pools.get(key)
         if p is None:
             cls = MultiplexPool if mode is PoolMode.MULTIPLEX else PingPongPool
             p = self.pools[key] = cls(self.cluster, self, codec)
         return p
+
+    def bind_pool_for(self, codec: Codec) -> BindPool:
+        key = (codec.name, None)
+        p = self.pools.get(key)
+        if p is None:
+            p = self.pools[key] = BindPool(self.cluster, self, codec)
+        return p  # type: ignore[return-value]
 
     def open_connections(self) -> int:
         return sum(1 for p in self.pools.values() for c in p.conns if c.state == OPEN)
@@ -123,7 +130,7 @@ class Endpoint:
 class ConnPool:
     multiplex = True
 
-    def __init__(self, cluster: "Cluster", endpoint: Endpoint, codec: "Codec") -> None:
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, codec: Codec) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
         self.codec = codec
@@ -145,12 +152,12 @@ class ConnPool:
         except asyncio.CancelledError:
             conn.connect_failed(ConnectionAbortedError("proxy stopping"))
             raise
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             if isinstance(e, asyncio.TimeoutError):
                 e = TimeoutError(f"connect timeout {cl.settings.connect_timeout:g}s")
             conn.connect_failed(e)
 
-    def send(self, req: "UpstreamRequest") -> None:
+    def send(self, req: UpstreamRequest) -> None:
         raise NotImplementedError
 
     def idle(self, conn: UpstreamConnection) -> None:
@@ -180,7 +187,7 @@ class ConnPool:
 class MultiplexPool(ConnPool):
     multiplex = True
 
-    def send(self, req: "UpstreamRequest") -> None:
+    def send(self, req: UpstreamRequest) -> None:
         conns = self.conns
         n = len(conns)
         if n == 0:
@@ -203,12 +210,12 @@ def _load(c: UpstreamConnection) -> int:
 class PingPongPool(ConnPool):
     multiplex = False
 
-    def __init__(self, cluster: "Cluster", endpoint: Endpoint, codec: "Codec") -> None:
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, codec: Codec) -> None:
         super().__init__(cluster, endpoint, codec)
         self.free: list[UpstreamConnection] = []
         self.waiting: deque[UpstreamRequest] = deque()
 
-    def send(self, req: "UpstreamRequest") -> None:
+    def send(self, req: UpstreamRequest) -> None:
         free = self.free
         while free:
             conn = free.pop()
@@ -250,6 +257,38 @@ class PingPongPool(ConnPool):
             self.open()  # it takes the waiting requests once connected
 
 
+class BindPool(ConnPool):
+    """Bind mode: one dedicated upstream connection per downstream connection (its owner),
+    for protocols with per-connection state and strict per-connection ordering (Kafka:
+    SASL, long-polling Fetch that would hold up everyone sharing a connection). Ids are
+    still rewritten. ``max_connections`` does not apply. When the connection dies, the owner
+    is told (``upstream_lost``): its session is gone."""
+
+    multiplex = True
+
+    def open_for(self, owner: Any) -> UpstreamConnection:
+        conn = self.open()
+        conn.owner = owner
+        return conn
+
+    def send(self, req: UpstreamRequest) -> None:  # pragma: no cover - Cluster routes bind itself
+        raise AssertionError("bind pools are used through Cluster")
+
+    def _unbind(self, conn: UpstreamConnection) -> None:
+        bound = self.cluster.bound
+        if bound.get(conn.owner) is conn:
+            del bound[conn.owner]
+
+    def failed(self, conn: UpstreamConnection, message: str) -> None:
+        self._unbind(conn)
+
+    def lost(self, conn: UpstreamConnection, was_open: bool) -> None:
+        self._unbind(conn)
+        owner = conn.owner
+        if was_open and owner is not None:
+            owner.upstream_lost(conn)
+
+
 class Cluster:
     def __init__(
         self,
@@ -275,6 +314,8 @@ class Cluster:
         self.rr = 0
         self.closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: bind mode: owner (downstream connection) -> its upstream connection
+        self.bound: dict[Any, UpstreamConnection] = {}
 
     def spawn(self, coro: Any) -> None:
         t = self.loop.create_task(coro)
@@ -282,7 +323,7 @@ class Cluster:
         t.add_done_callback(self.tasks.discard)
 
     # --- sending -------------------------------------------------------------------------
-    def send(self, req: "UpstreamRequest", codec: "Codec") -> None:
+    def send(self, req: UpstreamRequest, codec: Codec) -> None:
         """Send ``req`` upstream; its answer arrives via ``on_response``/``on_failure``
         (possibly synchronously, for overflow and no healthy upstream)."""
         if self.inflight >= self.settings.max_pending:
@@ -295,19 +336,32 @@ class Cluster:
         self.inflight += 1
         self._dispatch(req, codec)
 
-    def _dispatch(self, req: "UpstreamRequest", codec: "Codec") -> None:
+    def _dispatch(self, req: UpstreamRequest, codec: Codec) -> None:
+        owner = req.owner
+        if owner is not None:
+            conn = self.bound.get(owner)
+            if conn is not None and conn.state != CLOSED:
+                bep = conn.endpoint
+                req.endpoint = bep
+                bep.active += 1
+                conn.send(req)
+                return
         ep = self.pick(req.tried)
         if ep is None:
             req.on_failure(Reason.NO_HEALTHY_UPSTREAM, f"cluster {self.name}: no healthy endpoint")
             return
         req.endpoint = ep
         ep.active += 1
+        if owner is not None:
+            conn = self.bound[owner] = ep.bind_pool_for(codec).open_for(owner)
+            conn.send(req)
+            return
         # a codec may pool some frames differently (unframed Thrift: ping-pong)
         mode_for = getattr(codec, "pool_mode_for", None)
         mode = codec.pool_mode if mode_for is None else mode_for(req.frame)
         ep.pool_for(codec, mode).send(req)
 
-    def retry(self, req: "UpstreamRequest", failed: Endpoint, message: str) -> None:
+    def retry(self, req: UpstreamRequest, failed: Endpoint, message: str) -> None:
         """``req`` never reached ``failed`` (connect failure): try another endpoint."""
         if req.endpoint is failed:
             failed.active -= 1
@@ -347,6 +401,13 @@ class Cluster:
             if e.active < best.active:
                 best = e
         return best
+
+    def unbind(self, owner: Any) -> None:
+        """The owner (downstream connection) is gone: close its upstream connection."""
+        conn = self.bound.pop(owner, None)
+        if conn is not None:
+            conn.owner = None
+            conn.close()
 
     # --- lifecycle / admin ---------------------------------------------------------------
     def close(self) -> None:

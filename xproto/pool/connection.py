@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from xproto.codec import Reason, Role
 from xproto.errors import ProtocolError
+from xproto.frame import Kind
 from xproto.pool.batch import Writable
 
 if TYPE_CHECKING:
@@ -21,17 +22,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("xproto.pool")
 
 CONNECTING, OPEN, CLOSED = 0, 1, 2
+_RESPONSE = Kind.RESPONSE
+_REQUEST = Kind.REQUEST
 
 
 class UpstreamConnection(asyncio.Protocol, Writable):
     __slots__ = (
-        "pool", "endpoint", "codec", "decoder", "next_id", "pending", "queued", "current",
-        "transport", "state", "buf", "wbuf", "dirty", "batch", "loop", "multiplex",
-        "last_active", "hb_id", "hb_timer", "hb_failures", "ka_timer", "paused", "blocked",
-        "stats", "close_reason", "keep_alive",
+        "batch",
+        "blocked",
+        "buf",
+        "close_reason",
+        "codec",
+        "current",
+        "decoder",
+        "dirty",
+        "endpoint",
+        "hb_failures",
+        "hb_id",
+        "hb_timer",
+        "interim",
+        "ka_timer",
+        "keep_alive",
+        "last_active",
+        "loop",
+        "multiplex",
+        "next_id",
+        "owner",
+        "paused",
+        "pending",
+        "pool",
+        "queued",
+        "state",
+        "stats",
+        "transport",
+        "wbuf",
     )
 
-    def __init__(self, pool: "ConnPool", codec: "Codec", multiplex: bool) -> None:
+    def __init__(self, pool: ConnPool, codec: Codec, multiplex: bool) -> None:
         cl = pool.cluster
         self.pool = pool
         self.endpoint = pool.endpoint
@@ -61,6 +88,10 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         self.close_reason = ""
         #: optional codec hook: does the connection stay open after this message?
         self.keep_alive = getattr(codec, "keep_alive", None)
+        #: optional codec hook: an interim response (HTTP 1xx) that does not end the exchange
+        self.interim = getattr(codec, "is_interim", None)
+        #: bind mode: the downstream connection this upstream connection belongs to
+        self.owner: Any = None
 
     # --- load --------------------------------------------------------------------------
     @property
@@ -73,7 +104,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         return self.current is not None or bool(self.queued)
 
     # --- sending -------------------------------------------------------------------------
-    def send(self, req: "UpstreamRequest") -> None:
+    def send(self, req: UpstreamRequest) -> None:
         req.conn = self
         if self.state == OPEN:
             self._write(req)
@@ -83,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             req.conn = None
             self.pool.cluster.retry(req, self.endpoint, "upstream connection closed")
 
-    def _write(self, req: "UpstreamRequest") -> None:
+    def _write(self, req: UpstreamRequest) -> None:
         frame = req.frame
         codec = self.codec
         if self.multiplex:
@@ -114,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             # the upstream does not keep up: hold the sender
             req.blocked_by(self)
 
-    def forget(self, req: "UpstreamRequest") -> None:
+    def forget(self, req: UpstreamRequest) -> None:
         """``req`` was answered locally (timeout) or its downstream left."""
         if self.multiplex:
             if self.pending.get(req.up_id) is req:
@@ -126,7 +157,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         # queued requests are skipped on connect (req.done)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.state = OPEN
         self.last_active = self.loop.time()
@@ -198,7 +229,18 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         elif pos < n:
             buf += memoryview(data)[pos:]
 
-    def _on_frame(self, frame: "Frame") -> None:
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.kind is not _RESPONSE:
+            # the server speaks first: a heartbeat (Dubbo providers send them to idle
+            # consumers and close after missing 3) is answered; anything else is dropped
+            if frame.heartbeat and frame.kind is _REQUEST:
+                reply = self.codec.heartbeat_reply(frame)
+                if reply is not None:
+                    self.batch.send(self, self.codec.encode(reply))
+                    self.stats.heartbeat(self.codec.name, "upstream_reply")
+            else:
+                self.stats.unknown_response(self.codec.name)
+            return
         if self.multiplex:
             rid = frame.request_id
             if rid == self.hb_id and (frame.heartbeat or not self.pending.get(rid)):
@@ -213,6 +255,9 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             if req is None:
                 self.stats.unknown_response(self.codec.name)
                 return
+            interim = self.interim
+            if interim is not None and interim(frame):
+                return  # the request went out whole: a 100 Continue means nothing downstream
             self.current = None
         req.conn = None
         req.on_response(frame)

@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 
 
 class UpstreamRequest:
-    __slots__ = ("frame", "expects", "done", "conn", "up_id", "endpoint", "tried", "cluster")
+    __slots__ = ("cluster", "conn", "done", "endpoint", "expects", "frame", "owner", "tried", "up_id")
 
-    def __init__(self, frame: "Frame", expects: bool) -> None:
+    def __init__(self, frame: Frame, expects: bool) -> None:
         self.frame = frame
         self.expects = expects
         #: answered (or abandoned): the pool skips it wherever it still sits
@@ -22,13 +22,16 @@ class UpstreamRequest:
         #: the upstream connection it was written to (or queued on)
         self.conn: Any = None
         self.up_id = -1
-        self.endpoint: "Endpoint | None" = None
+        self.endpoint: Endpoint | None = None
         #: endpoints whose connect failed for this request (retry elsewhere)
-        self.tried: "list[Endpoint] | None" = None
+        self.tried: list[Endpoint] | None = None
         self.cluster: Any = None
+        #: bind mode: the downstream connection that owns a dedicated upstream connection
+        #: (hashable, with ``upstream_lost(conn)``); None = shared pools
+        self.owner: Any = None
 
     # --- called by the pool --------------------------------------------------------
-    def on_response(self, frame: "Frame") -> None:
+    def on_response(self, frame: Frame) -> None:
         raise NotImplementedError
 
     def on_failure(self, reason: Reason, message: str) -> None:

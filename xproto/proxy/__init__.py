@@ -1,7 +1,34 @@
 """The proxy: listeners, downstream connections, routing, local replies, lifecycle.
 
 ``ProxyServer(config)`` (``await start()`` / ``await stop(grace)``) and ``run(path)``, the
-blocking entry of ``xproto proxy -c FILE``. Upstream pools live in :mod:`xproto.pool`.
+blocking entry of ``xproto proxy -c FILE`` (uvloop; SIGTERM drains, SIGINT stops at once).
+Upstream pools live in :mod:`xproto.pool` (request ids and pool modes, no wire formats).
+
+How a request travels (all on one event loop, asyncio ``Protocol`` callbacks, no task per
+request):
+
+* :class:`DownstreamConnection` detects the protocol from the listener's ordered candidates
+  (one candidate: no detection), decodes whole frames (frame first, parse second), answers
+  heartbeats itself, routes (headers are parsed only if a route looks at them) and hands an
+  :class:`Exchange` to the cluster. It only needs a transport-like object and a clock, so
+  tests and fuzzers drive it without sockets (``tests/test_proxy_sansio.py``).
+* Every request that expects a response gets exactly one answer: the upstream's response
+  (forwarded as its original bytes with the downstream id patched back) or a local reply
+  built by ``codec.error_reply`` (no route, no healthy upstream, timeout, overflow, upstream
+  reset, bad request). ``Exchange.done`` guards the rest; timeouts are ``call_later``
+  handles cancelled on the answer. One-way requests never create a pending entry.
+* Ping-pong protocols (HTTP/1.1) and Kafka get their answers in request order (later
+  answers wait for earlier ones); multiplexed ones as they come. Kafka downstream
+  connections are bound to a dedicated upstream connection (per-connection state such as
+  SASL; no long-polling Fetch holding up other clients); broker addresses in Metadata,
+  FindCoordinator and DescribeCluster responses are rewritten to per-broker listeners
+  opened on discovery (:mod:`xproto.proxy.kafka`).
+* Output produced while handling one read is written once per transport
+  (:class:`xproto.pool.Batch`); reading pauses while a connection's unsent data is above its
+  high-water mark, or while the upstream connection it writes to is.
+* ``stop(grace)``: stop accepting, wait (bounded) for in-flight requests, answer the rest
+  locally, close. ``--workers N``: N forked processes sharing the ports (SO_REUSEPORT),
+  one set of pools each (:mod:`xproto.proxy.workers`).
 """
 from __future__ import annotations
 

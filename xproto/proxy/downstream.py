@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 from xproto.codec import PoolMode, Reason, Role
 from xproto.detect import detect
 from xproto.errors import ProtocolError
-from xproto.frame import Kind
+from xproto.frame import Frame, Kind
 from xproto.pool.batch import Writable
 from xproto.proxy.exchange import CLOSE, Exchange
 
 if TYPE_CHECKING:
     from xproto.codec import Codec
-    from xproto.frame import Frame
     from xproto.proxy.listener import ListenerRuntime
 
 log = logging.getLogger("xproto.proxy")
@@ -36,22 +35,50 @@ _RESPONSE = Kind.RESPONSE
 
 #: protocols whose clients need responses in request order even though ids exist
 ORDERED_PROTOCOLS = frozenset({"kafka"})
+#: protocols whose downstream connections get their own upstream connection (bind mode):
+#: Kafka keeps per-connection state (SASL) and a broker serves a connection's requests one
+#: after another, so a long-polling Fetch on a shared connection would hold up everyone
+BIND_PROTOCOLS = frozenset({"kafka"})
 
 
-def needs_order(codec: "Codec") -> bool:
+def needs_order(codec: Codec) -> bool:
     return codec.pool_mode is PoolMode.PINGPONG or codec.name in ORDERED_PROTOCOLS or bool(
         getattr(codec, "ordered_responses", False))
 
 
 class DownstreamConnection(asyncio.Protocol, Writable):
     __slots__ = (
-        "lr", "loop", "batch", "transport", "codec", "decoder", "stats", "buf", "wbuf", "dirty",
-        "pending", "order", "inflight", "frame_timer", "idle_timer", "last_active",
-        "write_paused", "blocked_on", "reading", "closed", "api_of", "keep_alive", "peer",
-        "counted", "eof",
+        "api_of",
+        "batch",
+        "bind",
+        "blocked_on",
+        "bound",
+        "buf",
+        "closed",
+        "codec",
+        "counted",
+        "decoder",
+        "dirty",
+        "eof",
+        "frame_timer",
+        "idle_timer",
+        "inflight",
+        "kafka",
+        "keep_alive",
+        "last_active",
+        "loop",
+        "lr",
+        "order",
+        "peer",
+        "pending",
+        "reading",
+        "stats",
+        "transport",
+        "wbuf",
+        "write_paused",
     )
 
-    def __init__(self, lr: "ListenerRuntime") -> None:
+    def __init__(self, lr: ListenerRuntime) -> None:
         self.lr = lr
         self.loop = lr.loop
         self.batch = lr.batch
@@ -79,11 +106,15 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.peer: Any = None
         self.counted = False
         self.eof = False
+        self.bind = False
+        self.kafka: Any = None
+        #: clusters holding an upstream connection bound to this one
+        self.bound: list[Any] = []
         if len(lr.candidates) == 1:
             self._use(lr.candidates[0])
 
     # --- setup ---------------------------------------------------------------------------
-    def _use(self, codec: "Codec") -> None:
+    def _use(self, codec: Codec) -> None:
         lr = self.lr
         self.codec = codec
         self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
@@ -92,13 +123,22 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             self.order = deque()
         self.api_of = lr.api_namer(codec)
         self.keep_alive = getattr(codec, "keep_alive", None)
+        self.bind = codec.name in BIND_PROTOCOLS or bool(getattr(codec, "bind_upstream", False))
+        # broker addresses are rewritten in kafka responses only (a listener may carry more)
+        self.kafka = lr.kafka if codec.name == "kafka" else None
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         lr = self.lr
         if len(lr.connections) >= lr.max_connections or lr.draining:
-            log.warning("listener %s: connection limit %d reached, closing a new connection",
-                        lr.name, lr.max_connections)
+            lr.refused += 1
+            now = self.loop.time()
+            if now - lr.refused_logged >= 1.0:   # a flood must not flood the log too
+                lr.refused_logged = now
+                log.warning("listener %s: %s: refused %d connection(s)", lr.name,
+                            "draining" if lr.draining else f"connection limit {lr.max_connections} reached",
+                            lr.refused)
+                lr.refused = 0
             self.closed = True
             transport.abort()
             return
@@ -162,7 +202,7 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                 r = decode(src, pos)
                 if r.__class__ is int:
                     break
-                pos += len(r.raw)  # type: ignore[union-attr]
+                pos += len(r.raw)
                 progressed = True
                 on_frame(r)
                 if self.closed:
@@ -197,19 +237,33 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.close()
 
     def _bad_bytes(self, e: ProtocolError) -> None:
+        codec: Codec = self.codec  # type: ignore[assignment]
         self.stats.decode_error()
-        log.info("listener %s: bad %s bytes from %s: %s", self.lr.name, self.codec.name, self.peer, e)  # type: ignore[union-attr]
-        req = getattr(e, "request", None)
-        if req is not None:
-            # the codec could tell which request was bad: answer it, then close
-            reply = self.codec.error_reply(req, Reason.BAD_REQUEST, str(e))  # type: ignore[union-attr]
+        log.info("listener %s: bad %s bytes from %s: %s", self.lr.name, codec.name, self.peer, e)
+        req: Frame | None = getattr(e, "request", None)
+        if req is None and e.reply_hint and codec.request_id_bits == 0:
+            # no request id on the wire (HTTP): the error reply needs no request to answer
+            req = Frame(codec, Kind.REQUEST, 0, b"")
+        if req is not None and not self.order:
+            try:
+                reason = Reason(e.reply_hint) if e.reply_hint else Reason.BAD_REQUEST
+            except ValueError:
+                reason = Reason.BAD_REQUEST
+            try:
+                # the codec's own text: error details can depend on how TCP chunked the bytes
+                # (they are logged above); the answer must not
+                reply = codec.error_reply(req, reason, "")
+            except ProtocolError:
+                reply = None
             if reply is not None:
-                self._write(self.codec.encode(reply))  # type: ignore[union-attr]
+                self.stats.local_reply(reason.value)
+                self.stats.response(codec.status_to_http(reply))
+                self._write(codec.encode(reply))
         self.buf.clear()
         self.close()
 
     # --- requests ------------------------------------------------------------------------
-    def _on_frame(self, frame: "Frame") -> None:
+    def _on_frame(self, frame: Frame) -> None:
         codec: Codec = self.codec  # type: ignore[assignment]
         kind = frame.kind
         if kind is _RESPONSE:
@@ -236,7 +290,17 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                                  f"{self.inflight} requests pending on this connection")
                 return
             self._register(ex)
-        route = lr.route(frame)
+        try:
+            route = lr.route(frame)
+        except ProtocolError as e:
+            # the frame is whole but its headers cannot be read (e.g. a broken hessian body):
+            # answer this request, keep the connection
+            stats.decode_error()
+            log.info("listener %s: unreadable %s request from %s: %s", lr.name, codec.name, self.peer, e)
+            if expects:
+                ex.done = True
+                self.local_reply(ex, Reason.BAD_REQUEST, "")
+            return
         if route is None:
             if expects:
                 ex.done = True
@@ -258,6 +322,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                                  f"cluster {cluster.name} speaks {proto}, not {codec.name}")
             return
         ex.up_stats = lr.up_stats(cluster.name, codec.name)
+        if self.bind:
+            ex.owner = self
+            if cluster not in self.bound:
+                self.bound.append(cluster)
         if expects:
             timeout = route.timeout
             if timeout:
@@ -273,14 +341,13 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             self.pending.add(ex)
 
     # --- answers ---------------------------------------------------------------------------
-    def respond(self, ex: Exchange, frame: "Frame") -> None:
+    def respond(self, ex: Exchange, frame: Frame) -> None:
         codec: Codec = self.codec  # type: ignore[assignment]
         frame.request_id = ex.down_id
-        lr = self.lr
         data: bytes | None = None
-        if lr.kafka is not None:
+        if self.kafka is not None:
             try:
-                data = lr.kafka.rewrite(frame)
+                data = self.kafka.rewrite(frame)
             except ProtocolError as e:
                 # never pass on a real broker address: answer with an error instead
                 self.local_reply(ex, Reason.UPSTREAM_RESET, f"cannot rewrite broker addresses: {e}")
@@ -351,7 +418,7 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             elif self.lr.draining:
                 self.lr.drained_one(self)
 
-    def _answer_now(self, req: "Frame", data: bytes) -> None:
+    def _answer_now(self, req: Frame, data: bytes) -> None:
         """A locally answered message outside the request accounting (heartbeats)."""
         order = self.order
         if order:
@@ -459,8 +526,18 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                 except ValueError:
                     pass
             self.blocked_on.clear()
+            for cl in self.bound:
+                cl.unbind(self)
+            self.bound.clear()
             if lr.draining:
                 lr.drained_one(self)
+
+    def upstream_lost(self, conn: Any) -> None:
+        """Bind mode: our dedicated upstream connection died (its pending requests were
+        answered): the session state behind this connection is gone, so close it too."""
+        if not self.closed:
+            log.info("listener %s: bound upstream %s lost: closing %s", self.lr.name, conn.endpoint, self.peer)
+            self.close()
 
     def drain_now(self, reason: Reason, message: str) -> None:
         """Shutdown: answer whatever is still in flight with a local reply."""

@@ -1,6 +1,7 @@
 """One request through the proxy: from its arrival to its one answer."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from xproto.codec import Reason
@@ -9,6 +10,8 @@ from xproto.pool.request import UpstreamRequest
 if TYPE_CHECKING:
     from xproto.frame import Frame
     from xproto.proxy.downstream import DownstreamConnection
+
+log = logging.getLogger("xproto.proxy")
 
 #: ``Exchange.out`` of an answer that cannot be written (codec without an error form):
 #: the downstream connection is closed when this answer's turn comes.
@@ -19,9 +22,9 @@ class Exchange(UpstreamRequest):
     """A request waiting for its answer. Exactly one of ``on_response``, ``on_failure``,
     ``on_timeout`` answers it (``done`` guards the rest); the downstream leaving abandons it."""
 
-    __slots__ = ("down", "down_id", "start", "timer", "out", "api", "close_after", "up_stats")
+    __slots__ = ("api", "close_after", "down", "down_id", "out", "start", "timer", "up_stats")
 
-    def __init__(self, down: "DownstreamConnection", frame: "Frame", expects: bool, start: float,
+    def __init__(self, down: DownstreamConnection, frame: Frame, expects: bool, start: float,
                  api: str) -> None:
         super().__init__(frame, expects)
         self.down = down
@@ -35,8 +38,8 @@ class Exchange(UpstreamRequest):
         self.up_stats: Any = None
 
     # --- answers -----------------------------------------------------------------
-    def on_response(self, frame: "Frame") -> None:
-        if self.done:
+    def on_response(self, frame: Frame) -> None:
+        if self.done or not self.expects:
             return
         self.done = True
         t = self.timer
@@ -44,10 +47,18 @@ class Exchange(UpstreamRequest):
             t.cancel()
             self.timer = None
         self.release()
-        self.down.respond(self, frame)
+        try:
+            self.down.respond(self, frame)
+        except Exception:
+            log.exception("cannot pass on a %s response", frame.protocol)
+            self.down.local_reply(self, Reason.UPSTREAM_RESET, "")
 
     def on_failure(self, reason: Reason, message: str) -> None:
         if self.done:
+            return
+        if not self.expects:     # a one-way request has nobody waiting: just let it go
+            self.done = True
+            self.release()
             return
         self.done = True
         t = self.timer

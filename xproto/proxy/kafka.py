@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from xproto.errors import ProtocolError
 
@@ -40,7 +41,6 @@ class BrokerMap:
         self.open_listener = open_listener
         self.ports: dict[tuple[str, int], int] = {}
         self.nodes: dict[tuple[str, int], int] = {}
-        self.unknown_versions = 0
 
     def mapper(self, node_id: int, host: str, port: int) -> tuple[str, int]:
         key = (host, port)
@@ -60,8 +60,7 @@ class BrokerMap:
         if self.port_range is None:
             candidates: Any = [0]
         else:
-            lo, hi = self.port_range
-            candidates = range(self.next_port, hi + 1)
+            candidates = range(self.next_port, self.port_range[1] + 1)
         last: OSError | None = None
         for port in candidates:
             s = socket.socket(family, socket.SOCK_STREAM)
@@ -80,7 +79,7 @@ class BrokerMap:
         raise ProtocolError(f"no free port left in broker_ports {self.port_range} ({last})",
                             protocol="kafka")
 
-    def rewrite(self, frame: "Frame") -> bytes | None:
+    def rewrite(self, frame: Frame) -> bytes | None:
         """The rewritten bytes of a response naming brokers, else None (send as is)."""
         from xproto.codecs.kafka import kafka_info
         if kafka_info(frame).api_key not in ADDRESS_APIS:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from xproto.limits import DEFAULT_LIMITS, Limits
 from xproto.pool.batch import Batch
@@ -24,7 +25,7 @@ class FixedRoute:
         self.timeout = timeout
 
 
-def kafka_api_namer(codec: "Codec") -> Callable[["Frame"], str] | None:
+def kafka_api_namer(codec: Codec) -> Callable[[Frame], str] | None:
     """The ``api`` metric label: the Kafka API name; other protocols have none."""
     if codec.name != "kafka":
         return None
@@ -33,7 +34,7 @@ def kafka_api_namer(codec: "Codec") -> Callable[["Frame"], str] | None:
     except ImportError:  # pragma: no cover - kafka codec missing
         return None
 
-    def name(frame: "Frame") -> str:
+    def name(frame: Frame) -> str:
         key = kafka_info(frame).api_key
         return api_name(key) if key is not None else ""
     return name
@@ -45,9 +46,9 @@ class ListenerRuntime:
     def __init__(
         self,
         name: str,
-        candidates: list["Codec"],
-        route: Callable[["Frame"], Any],
-        clusters: dict[str, "Cluster"],
+        candidates: list[Codec],
+        route: Callable[[Frame], Any],
+        clusters: dict[str, Cluster],
         metrics: Any,
         loop: asyncio.AbstractEventLoop,
         batch: Batch | None = None,
@@ -80,11 +81,14 @@ class ListenerRuntime:
         self.connections: set[Any] = set()
         self.conn_gauge = metrics.downstream_connections(name)
         self.draining = False
+        #: connections refused (limit, draining) since the last log line, and when that was
+        self.refused = 0
+        self.refused_logged = -1e9
         self.on_drained = on_drained
         self.server: asyncio.AbstractServer | None = None
         self._up: dict[tuple[str, str], Any] = {}
 
-    def api_namer(self, codec: "Codec") -> Callable[["Frame"], str] | None:
+    def api_namer(self, codec: Codec) -> Callable[[Frame], str] | None:
         return kafka_api_namer(codec)
 
     def up_stats(self, cluster: str, protocol: str) -> Any:

@@ -26,8 +26,9 @@ def _say(msg: str) -> None:
     print(f"xproto: {msg}", file=sys.stderr, flush=True)
 
 
-async def serve(config: "Config", *, reuse_port: bool = False, admin: bool = True,
-                multiprocess_dir: str | None = None, announce: bool = True) -> int:
+async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True,
+                multiprocess_dir: str | None = None, announce: bool = True,
+                on_ready: Any = None) -> int:
     from xproto.proxy.server import ProxyServer
     server = ProxyServer(config, reuse_port=reuse_port, admin=admin,
                          multiprocess_dir=multiprocess_dir)
@@ -40,24 +41,27 @@ async def serve(config: "Config", *, reuse_port: bool = False, admin: bool = Tru
         how.setdefault("sig", sig)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, int(signum))
     if announce:
         for name in server.listeners:
             h, p = server.listener_address(name)
             _say(f"listener {name} on {h}:{p} (pid {os.getpid()})")
         if server.admin_url:
             _say(f"admin on {server.admin_url}")
+    if on_ready is not None:
+        on_ready()
+    elif announce:
         _say("ready")
     await stop.wait()
-    sig = how.get("sig", signal.SIGTERM)
+    sig = how.get("sig", int(signal.SIGTERM))
     grace = config.drain_timeout if sig == signal.SIGTERM else 0.0
     if announce:
         _say(f"{signal.Signals(sig).name}: stopping (grace {grace:g}s, "
              f"{server.inflight()} requests in flight)")
     await server.stop(grace)
-    for s in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(s)
+    for sig_ in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig_)
     if announce:
         _say("stopped")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from xproto.codec import Reason
 from xproto.pool.batch import Batch
@@ -62,7 +62,7 @@ class MetricsPoolStats(PoolStats):
         self.m.heartbeat(protocol, direction)
 
 
-def cluster_settings(c: "ClusterConfig", high_water: int = 1024 * 1024,
+def cluster_settings(c: ClusterConfig, high_water: int = 1024 * 1024,
                      low_water: int = 256 * 1024) -> ClusterSettings:
     ka = c.keepalive
     s = ClusterSettings(
@@ -87,7 +87,7 @@ def cluster_settings(c: "ClusterConfig", high_water: int = 1024 * 1024,
 class ProxyServer:
     """The proxy for one config: ``await start()``, ``await stop(grace)``."""
 
-    def __init__(self, config: "Config", registry: "Registry | None" = None, *,
+    def __init__(self, config: Config, registry: Registry | None = None, *,
                  metrics: Any = None, reuse_port: bool = False, admin: bool = True,
                  multiprocess_dir: str | None = None) -> None:
         self.config = config
@@ -141,7 +141,7 @@ class ProxyServer:
             raise
         self.ready = True
 
-    async def _start_listener(self, li: "Listener") -> None:
+    async def _start_listener(self, li: Listener) -> None:
         from xproto.router import RouteTable
         loop = self.loop
         assert loop is not None
@@ -165,7 +165,7 @@ class ProxyServer:
         log.info("listener %s on %s (%s)", li.name, self.listener_address(li.name),
                  ", ".join(c.name for c in candidates))
 
-    def _setup_kafka(self, li: "Listener", lr: ListenerRuntime, table: Any) -> None:
+    def _setup_kafka(self, li: Listener, lr: ListenerRuntime, table: Any) -> None:
         kcfg = li.kafka
         bind_host = li.address.host
         advertise = (kcfg.advertise_host if kcfg is not None and kcfg.advertise_host else None)
@@ -181,7 +181,7 @@ class ProxyServer:
         lr.kafka = bm
         self.kafka_maps[li.name] = bm
 
-    def _open_broker_listener(self, li: "Listener", parent: ListenerRuntime, table: Any,
+    def _open_broker_listener(self, li: Listener, parent: ListenerRuntime, table: Any,
                               codec: Any, sock: socket.socket, host: str, port: int) -> None:
         loop = self.loop
         assert loop is not None
@@ -223,13 +223,17 @@ class ProxyServer:
                 blr.server = await serve_socket(loop, lambda: DownstreamConnection(blr), sock)
             except OSError as e:  # pragma: no cover
                 log.error("cannot serve kafka broker listener %s: %s", name, e)
+                sock.close()
+            except asyncio.CancelledError:  # stopped before it served
+                sock.close()
+                raise
         cluster.spawn(serve())
 
     # --- queries -------------------------------------------------------------------------
     def listener_address(self, name: str) -> tuple[str, int]:
         lr = self.listeners[name]
         assert lr.server is not None
-        addr = lr.server.sockets[0].getsockname()
+        addr = lr.server.sockets[0].getsockname()  # type: ignore[attr-defined]
         return (addr[0], addr[1])
 
     @property
@@ -273,7 +277,7 @@ class ProxyServer:
         if grace > 0 and not self._drained.is_set():
             try:
                 await asyncio.wait_for(self._drained.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("drain: %d requests still in flight after %gs: answering them locally",
                             self.inflight(), grace)
         for lr in self.all_listeners():
@@ -288,7 +292,7 @@ class ProxyServer:
             if lr.server is not None:
                 try:
                     await asyncio.wait_for(lr.server.wait_closed(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         # let transports run their close callbacks
         await asyncio.sleep(0)

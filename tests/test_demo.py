@@ -419,7 +419,7 @@ def test_demo_with_the_proxy_in_process() -> None:
     rc = demo.run_demo(0.5, out=out, in_process=True)
     text = out.getvalue()
     assert rc == 0, text
-    assert "proxy process" not in text and re.search(r"^metrics: http://", text, re.M), text
+    assert "proxy process" not in text and re.search(r"^metrics: http://", text, re.MULTILINE), text
 
 
 def test_xproto_demo_end_to_end() -> None:

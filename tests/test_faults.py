@@ -899,12 +899,10 @@ def test_mixed_listener_with_kafka_answers_other_protocols() -> None:
 
 
 @MUX
-@pytest.mark.xfail(strict=True, reason="the proxy does not answer heartbeat requests an upstream "
-                   "sends (pool/connection.py UpstreamConnection._on_frame counts them as unknown "
-                   "responses); MOSN's streamConn.handleRequest replies on either side")
 def test_upstream_heartbeat_requests_answered(proto: str) -> None:
     """Dubbo 2.6 providers (HeartBeatTask on the server) and Bolt servers may send heartbeat
-    requests to their clients: the proxy, as the client, should answer them (same id)."""
+    requests to their clients: the proxy, as the client, answers them (same id), as MOSN's
+    streamConn.handleRequest does on either side."""
     p = PROTOS[proto]
 
     class Pinging(EchoUp):

@@ -19,7 +19,8 @@ from xproto.frame import Frame, Kind
 
 pytestmark = pytest.mark.timeout(60)
 
-FLEX_REQ = {(3, 9): True, (3, 1): False, (10, 3): True, (10, 4): True, (0, 7): False, (18, 0): False}
+FLEX_REQ = {(3, 9): True, (3, 1): False, (10, 3): True, (10, 4): True, (0, 7): False, (18, 0): False,
+            (18, 2): False}
 
 
 def kreq(api_key: int, ver: int, corr: int, body: object, client_id: str = "test") -> bytes:
@@ -92,6 +93,12 @@ class FakeCluster:
         if key == 10:
             nid, host, port = self.addresses()[-1]
             return kresp(f.request_id, ver >= 3, find_coordinator_body(ver, nid, host, port))
+        if key == 18:
+            s = response_schema(18, ver)
+            av = _elem(s, "api_keys")
+            keys = (av(api_key=3, min_version=0, max_version=99), av(api_key=0, min_version=0, max_version=99))
+            return kresp(f.request_id, False, s(error_code=ErrorCode(0), api_keys=keys,
+                                                 throttle_time=datetime.timedelta(0)))
         if key == 0:
             s = response_schema(0, ver)
             return kresp(f.request_id, False, s(responses=(), throttle_time=datetime.timedelta(0)))
@@ -267,5 +274,29 @@ def test_listener_carrying_kafka_and_bolt_leaves_bolt_untouched() -> None:
             cb.close()
             ck.close()
         await b.close()
+        await fc.close()
+    arun(body())
+
+
+def test_kafka_api_versions_capped_for_address_apis() -> None:
+    from xproto.codecs.kafka import kafka_info as info_of
+    from xproto.codecs.kafka import max_known_version
+
+    async def body() -> None:
+        fc = await FakeCluster().start(1)
+        cfg = {"listeners": [listener(["kafka"], [{"cluster": "k"}])],
+               "clusters": [{"name": "k", "endpoints": [fc.brokers[0].addr]}]}
+        async with proxy(cfg) as p:
+            c = await Client("kafka").connect(p.listener_address("main"))
+            req = kreq(18, 2, 55, request_schema(18, 2)())
+            c.send(req, c.codec.new_decoder().decode(req))
+            (f,) = await c.recv(1)
+            assert f.request_id == 55
+            from kio.serial import entity_reader
+            info = info_of(f)
+            value, _ = entity_reader(response_schema(18, 2))(f.raw, info.body_offset(f.raw))
+            maxes = {k.api_key: k.max_version for k in value.api_keys}
+            assert maxes == {3: max_known_version(3), 0: 99}   # Metadata capped, Produce untouched
+            c.close()
         await fc.close()
     arun(body())

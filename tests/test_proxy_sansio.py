@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_proxy_core import BOLT, bolt_hb, bolt_req
 
 from xproto.codec import Reason, Role
@@ -13,6 +15,7 @@ from xproto.frame import Frame
 from xproto.metrics import Metrics
 from xproto.proxy.downstream import DownstreamConnection
 from xproto.proxy.listener import FixedRoute, ListenerRuntime
+from xproto.registry import default_registry
 
 
 class FakeHandle:
@@ -194,8 +197,6 @@ def test_a_failure_while_answering_still_answers(monkeypatch) -> None:
 
 
 # --- property: whatever the bytes and however they are chunked, answers are exactly once ----
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _op = st.one_of(
     st.tuples(st.just("req"), st.sampled_from(["svc.A", "svc.Z"]), st.booleans()),
@@ -265,4 +266,72 @@ def test_synchronous_failures_answer_two_way_and_drop_one_way() -> None:
     conn.data_received(bolt_req(1, "svc.A", oneway=True) + bolt_req(2, "svc.A") + bolt_req(3, "svc.A", oneway=True))
     (f,) = t.frames()
     assert f.request_id == 2 and f.status == 4
+    assert conn.inflight == 0 and not t.closed
+
+
+HTTP_ = default_registry().get("http")
+
+
+def _http_make() -> tuple[DownstreamConnection, FakeTransport, FakeLoop, FakeCluster]:
+    loop = FakeLoop()
+    cl = FakeCluster()
+
+    def route(frame: Frame) -> Any:
+        return FixedRoute("c", 1.0) if frame.headers[":path"].startswith("/a") else None
+    lr = ListenerRuntime("l", [HTTP_], route, {"c": cl}, Metrics(), loop)  # type: ignore[arg-type]
+    conn = DownstreamConnection(lr)
+    t = FakeTransport()
+    conn.connection_made(t)
+    return conn, t, loop, cl
+
+
+def _http_responses(data: bytes, n: int) -> list[Frame]:
+    d = HTTP_.new_decoder(Role.RESPONSES)
+    for _ in range(n):
+        d.request_sent(HTTP_.new_decoder(Role.REQUESTS).decode(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"))
+    frames, used = d.decode_all(data)
+    assert used == len(data)
+    return frames
+
+
+@settings(max_examples=100, deadline=None)
+@given(paths=st.lists(st.sampled_from(["/a1", "/a2", "/z"]), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=6),
+       fates=st.lists(st.sampled_from(["respond", "fail", "timeout", "late"]), min_size=8, max_size=8),
+       order=st.randoms(use_true_random=False))
+def test_http_answers_in_request_order_property(paths: list, cuts: list, fates: list, order: Any) -> None:
+    conn, t, loop, cl = _http_make()
+    stream = b"".join(f"GET {p} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for p in paths)
+    points = sorted({c for c in cuts if c < len(stream)})
+    for a, b in zip([0, *points], [*points, len(stream)]):
+        conn.data_received(stream[a:b])
+    exs = list(cl.sent)
+    fate_of = {id(ex): fates[k % len(fates)] for k, ex in enumerate(exs)}
+    order.shuffle(exs)                     # upstream answers come in any order
+    for ex in exs:
+        fate = fate_of[id(ex)]
+        if fate == "respond":
+            path = ex.frame.headers[":path"].encode()
+            raw = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(path), path)
+            d = HTTP_.new_decoder(Role.RESPONSES)
+            d.request_sent(ex.frame)
+            ex.on_response(d.decode(raw))
+        elif fate == "fail":
+            ex.on_failure(Reason.UPSTREAM_RESET, "x")
+    loop.advance(2.0)
+    got = _http_responses(bytes(t.out), len(paths))
+    assert len(got) == len(paths)          # one answer each, nothing more
+    fates_in_order = [fate_of[id(ex)] for ex in cl.sent]
+    routed = iter(fates_in_order)
+    for p, f in zip(paths, got):
+        if p == "/z":
+            assert f.status == 404
+            continue
+        fate = next(routed)
+        if fate == "respond":
+            assert f.status == 200 and bytes(f.body) == p.encode()
+        elif fate == "fail":
+            assert f.status == 502
+        else:
+            assert f.status == 504
     assert conn.inflight == 0 and not t.closed

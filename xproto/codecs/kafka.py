@@ -590,7 +590,7 @@ class KafkaCodec(Codec):
     pool_mode = PoolMode.MULTIPLEX
     request_id_bits = 31
     match_bytes = 14
-    match_rule = ("request header on 14 bytes: i32 size in [10, kafka_max_frame], api_key known to kio "
+    match_rule = ("request header on 14 bytes: i32 size in [10, 16 MiB) (first byte 0x00), api_key known to kio "
                   "(or 4-7), 0 <= api_version <= kio's max + 8, correlation id >= 0, client_id length "
                   "-1 or within the frame")
     has_heartbeat = False
@@ -600,6 +600,11 @@ class KafkaCodec(Codec):
 
     def match(self, data: Buffer) -> int:
         n = len(data)
+        # Detection only claims requests under 16 MiB (first byte 0x00): every real client's
+        # first request is tiny, and a larger size would overlap Bolt v2 (`02 02 00 00` reads
+        # as a 33 MiB Fetch v0). Decoding still allows up to kafka_max_frame.
+        if n >= 1 and data[0] != 0:
+            return NO_MATCH
         if n >= 4:
             size: int = _I32.unpack_from(data, 0)[0]
             if not MIN_REQUEST_SIZE <= size <= self._max_frame:

@@ -652,8 +652,7 @@ class Reader:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
         if code in self._int_codes:
-            i = self._table[code](self, pos)
-            return self._type_at(i, pos)
+            return self._type_at(self._read_length(), pos)
         t = self._read_str_value()
         self._types.append([t, pos])
         return t
@@ -664,8 +663,8 @@ class Reader:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
         if code in self._int_codes:
-            i = self._table[code](self, pos)
-            if not 0 <= i < len(self._types):
+            i = self._read_length()
+            if i >= len(self._types):
                 raise self._error(f"type reference {i} out of range", pos)
             return
         self._skip_str_value()

@@ -4,15 +4,19 @@ Metadata, FindCoordinator and DescribeCluster responses name brokers. Each broke
 (host, port) discovered is given a per-broker listener of the proxy (a port from
 ``broker_ports``, advertised as ``advertise_host``) that forwards everything to that broker;
 the response is rewritten to name those listeners. Clients therefore only ever learn the
-proxy's addresses. Kafka is ordered per connection, and a per-broker listener has a single
+proxy's addresses. ApiVersions responses are capped so that clients never pick a version
+of those APIs newer than the rewriter's schemas (whose addresses would pass unrewritten). Kafka is ordered per connection, and a per-broker listener has a single
 endpoint, so requests that must reach a given broker (partition leader, coordinator) do.
 """
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import socket
+import struct
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from xproto.errors import ProtocolError
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xproto.proxy.kafka")
 
 ADDRESS_APIS = frozenset((3, 10, 60))
+API_VERSIONS = 18
+_I32 = struct.Struct(">i")
 
 
 class BrokerMap:
@@ -82,7 +88,10 @@ class BrokerMap:
     def rewrite(self, frame: Frame) -> bytes | None:
         """The rewritten bytes of a response naming brokers, else None (send as is)."""
         from xproto.codecs.kafka import kafka_info
-        if kafka_info(frame).api_key not in ADDRESS_APIS:
+        key = kafka_info(frame).api_key
+        if key == API_VERSIONS:
+            return cap_address_api_versions(frame)
+        if key not in ADDRESS_APIS:
             return None
         from xproto.codecs.kafka_rewrite import rewrite_response
         try:
@@ -95,6 +104,42 @@ class BrokerMap:
     def snapshot(self) -> list[dict[str, Any]]:
         return [{"node_id": self.nodes.get(k), "broker": f"{k[0]}:{k[1]}",
                  "proxy": f"{self.advertise_host}:{p}"} for k, p in self.ports.items()]
+
+
+def cap_address_api_versions(frame: Frame) -> bytes | None:
+    """ApiVersions response: cap the versions of the APIs that carry broker addresses at
+    the newest the rewriter knows, so a broker newer than xproto's schemas cannot lead a
+    client to a response version whose addresses would pass through unrewritten."""
+    from kio.serial import entity_reader, entity_writer
+
+    from xproto.codecs.kafka import kafka_info, max_known_version, response_schema
+    info = kafka_info(frame)
+    if info.api_version is None:
+        return None
+    schema = response_schema(API_VERSIONS, info.api_version)
+    if schema is None:
+        return None
+    raw = frame.raw
+    try:
+        body = info.body_offset(raw)
+        value, _size = entity_reader(schema)(raw, body)
+    except Exception:  # noqa: BLE001 - kio raises several types; an unreadable one passes as is
+        return None
+    changed = False
+    keys = []
+    for k in value.api_keys:
+        if k.api_key in ADDRESS_APIS:
+            cap = max_known_version(k.api_key)
+            if k.max_version > cap >= k.min_version:
+                k = replace(k, max_version=type(k.max_version)(cap))
+                changed = True
+        keys.append(k)
+    if not changed:
+        return None
+    out = io.BytesIO()
+    entity_writer(schema)(out, replace(value, api_keys=tuple(keys)))
+    payload: bytes = _I32.pack(frame.request_id) + raw[8:body] + out.getvalue()
+    return _I32.pack(len(payload)) + payload
 
 
 async def serve_socket(loop: asyncio.AbstractEventLoop, factory: Callable[[], Any],

@@ -33,7 +33,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from xproto.demo import PROTOCOLS, fetch, load_template, prepare_config
-from xproto.demo.clients import PLANS, Budget, Slot, Stats, _kafka_worker, _WORKERS
+from xproto.demo.clients import _WORKERS, PLANS, Budget, Slot, Stats, _kafka_worker
 from xproto.demo.services import SERVICE_CLASSES, FrameServer
 
 SAMPLE_EVERY = 10.0
@@ -59,6 +59,13 @@ def expected_answers(st: Stats) -> int:
 def pct(st: Stats, q: float) -> str:
     v = st.percentile(q)
     return "-" if v is None else f"{v * 1000:.2f}"
+
+
+def start_proxy(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``xproto proxy -c config`` as a child process, its output into ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "xproto.cli", "proxy", "-c", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(admin: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -92,9 +99,7 @@ async def soak(minutes: float, scale: int, out: Any) -> int:
         cfg = prepare_config(template, addrs)
         path = Path(tmp.name) / "soak.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        log = open(Path(tmp.name) / "proxy.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "xproto.cli", "proxy", "-c", str(path)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = start_proxy(path, Path(tmp.name) / "proxy.log")
         admin = "http://" + cfg["admin"]["address"]
         await wait_ready(admin, proc)
 
@@ -157,8 +162,8 @@ async def soak(minutes: float, scale: int, out: Any) -> int:
             await asyncio.gather(*jobs)
         finally:
             samp.cancel()
-            for s in slots:
-                await s.close()
+            for slot in slots:
+                await slot.close()
         elapsed = time.monotonic() - t0
         samples.append((elapsed, rss(proc.pid)))
 

@@ -4,7 +4,8 @@ The first byte picks the dialect (final, SOFA draft, auto) and whether the limit
 small; the rest is a stream of Hessian values. Invariants:
 
 * decoding arbitrary bytes raises nothing but ProtocolError (read and skip);
-* where read() succeeds, skip() succeeds too and ends each value at the same offset;
+* where read() succeeds, skip() succeeds too and ends each value at the same offset,
+  and skip(n) steps over all n values;
 * skipping the first value and reading the rest gives the same values (references into
   the skipped value are decoded on demand);
 * what decodes re-encodes (final grammar, one Writer) to a stream that decodes to the
@@ -105,6 +106,9 @@ def TestOneInput(data: bytes) -> None:
         return
     values, ends = got
     assert skip_ends == ends, (skip_ends, ends)
+    r = Reader(data, dialect=dialect, limits=limits)
+    r.skip(len(values))  # all in one call
+    assert r.pos == len(data)
 
     # skip the first value, read the rest: the same values
     if len(values) > 1:

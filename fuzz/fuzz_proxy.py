@@ -28,32 +28,31 @@ Run: python fuzz/fuzz_proxy.py fuzz/corpus/proxy -dict=fuzz/dicts/proxy.dict \
 """
 from __future__ import annotations
 
+# heavy dependencies first, uninstrumented: only xproto's protocol and proxy code is traced
+import asyncio  # noqa: F401
 import heapq
 import random
 import sys
 from typing import Any
 
 import atheris
-
-# heavy dependencies first, uninstrumented: only xproto's protocol and proxy code is traced
-import asyncio  # noqa: F401
 import prometheus_client  # noqa: F401
 import pydantic  # noqa: F401
 import yaml  # noqa: F401
 
-import xproto.config  # noqa: F401
-import xproto.metrics  # noqa: F401
-import xproto.registry  # noqa: F401
+import xproto.config
+import xproto.metrics
+import xproto.registry
 
 with atheris.instrument_imports(include=["xproto"]):
-    import xproto.codecs.bolt  # noqa: F401  (instrumented for coverage)
-    import xproto.codecs.dubbo  # noqa: F401
-    import xproto.codecs.http  # noqa: F401
-    import xproto.codecs.kafka  # noqa: F401
-    import xproto.codecs.thrift  # noqa: F401
-    import xproto.detect  # noqa: F401
-    import xproto.proxy.downstream  # noqa: F401
-    import xproto.proxy.exchange  # noqa: F401
+    import xproto.codecs.bolt
+    import xproto.codecs.dubbo
+    import xproto.codecs.http
+    import xproto.codecs.kafka
+    import xproto.codecs.thrift
+    import xproto.detect
+    import xproto.proxy.downstream
+    import xproto.proxy.exchange
     import xproto.router  # noqa: F401
     from xproto.codec import Reason, Role
     from xproto.config import parse_config
@@ -104,7 +103,7 @@ class Crash(AssertionError):
 
 
 class FakeHandle:
-    __slots__ = ("when", "seq", "cb", "args", "cancelled")
+    __slots__ = ("args", "cancelled", "cb", "seq", "when")
 
     def __init__(self, when: float, seq: int, cb: Any, args: tuple[Any, ...]) -> None:
         self.when, self.seq, self.cb, self.args, self.cancelled = when, seq, cb, args, False
@@ -112,7 +111,7 @@ class FakeHandle:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: "FakeHandle") -> bool:
+    def __lt__(self, other: FakeHandle) -> bool:
         return (self.when, self.seq) < (other.when, other.seq)
 
 
@@ -237,7 +236,7 @@ def make(mode: int) -> tuple[Conn, FakeTransport, FakeLoop, FakeCluster, Listene
         cands = [CODECS[(mode - 3) % 5]]
     loop = FakeLoop()
     cl = FakeCluster()
-    lr = ListenerRuntime("fz", cands, ROUTES.route, {"c": cl}, METRICS, loop,  # type: ignore[arg-type]
+    lr = ListenerRuntime("fz", cands, ROUTES.route, {"c": cl}, METRICS, loop,  # type: ignore[arg-type,dict-item]
                          limits=LIMITS, max_pending=MAX_PENDING, frame_timeout=FRAME_TIMEOUT,
                          idle_timeout=30.0 if mode & 1 else 0.0)
     if any(c.name == "kafka" for c in cands):
@@ -297,10 +296,10 @@ def run(data: bytes) -> None:
             conn.pause_writing()
         elif ev == 3:
             conn.resume_writing()
-        elif ev == 4 and rng.random() < 0.2:
-            # the client half-closes: it still gets the answers to what it sent
-            if not conn.eof_received():
-                conn.close()
+        elif ev == 4 and rng.random() < 0.2 and not conn.eof_received():
+            # the client half-closes: with requests in flight it still gets their answers
+            # (eof_received() is true), else the transport closes
+            conn.close()
         if t.closed:
             break
     if not t.closed and rng.random() < 0.1:

@@ -23,18 +23,19 @@ import resource
 import socket
 import struct
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from test_proxy_helpers import Client, UpConn, Upstream, arun, codec, listener, metric, proxy, until
 
+from xproto.codec import Role
 from xproto.codecs import bolt as B
 from xproto.codecs import dubbo as D
 from xproto.codecs import thrift as T
-from xproto.codec import Role
 from xproto.frame import Frame, Kind
 from xproto.hessian2 import Reader, Writer
-from test_proxy_helpers import Client, UpConn, Upstream, arun, codec, listener, metric, proxy, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -158,7 +159,7 @@ class Bystander:
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
 
-    async def start(self, addr: tuple[str, int]) -> "Bystander":
+    async def start(self, addr: tuple[str, int]) -> Bystander:
         self.client = await Client(self.proto).connect(addr)
         await self.one(0)   # the connection is up and answered before the baseline
         self.task = asyncio.create_task(self.run())
@@ -283,11 +284,17 @@ class Baseline:
         """Open upstream connections as ``/clusters`` reports them."""
         return sum(e["connections"] for c in self.p.clusters_snapshot()["clusters"] for e in c["endpoints"])
 
+    def upstream_pending(self) -> int:
+        """Requests the upstream connections still track (ids awaiting a response)."""
+        return sum(len(c.pending) + len(c.queued) + (c.current is not None)
+                   for cl in self.p.clusters.values() for e in cl.endpoints
+                   for pool in e.pools.values() for c in pool.conns)
+
     def in_flight(self) -> list[int]:
         snap = self.p.clusters_snapshot()["clusters"]
         return [c["in_flight"] for c in snap] + [e["in_flight"] for c in snap for e in c["endpoints"]]
 
-    def take(self) -> "Baseline":
+    def take(self) -> Baseline:
         gc.collect()
         self.tasks = len(asyncio.all_tasks())
         self.n_conns = self.conns()
@@ -310,7 +317,7 @@ class Baseline:
             self.snap = tracemalloc.take_snapshot().filter_traces(
                 [tracemalloc.Filter(False, tracemalloc.__file__)])
 
-    async def back(self, *upstreams: Upstream, timeout: float = 10.0) -> None:
+    async def back(self, *upstreams: Upstream, timeout: float = 10.0, max_up: int | None = None) -> None:
         """Everything returns to the baseline (bounded wait: closes take a loop turn or two).
         ``upstreams``: test servers whose frame lists are dropped first (test-side memory)."""
         for u in upstreams:
@@ -319,7 +326,9 @@ class Baseline:
             up = self.upstream_conns()
             return (len(asyncio.all_tasks()) <= self.tasks and self.conns() == self.n_conns
                     and self.gauge() == self.n_conns and not any(self.in_flight())
-                    and up <= self.n_up and upstream_gauge(self.p) == up)
+                    and up <= (self.n_up if max_up is None else max_up)
+                    and upstream_gauge(self.p) == up
+                    and self.upstream_pending() == 0)
         try:
             await until(settled, timeout)
         except TimeoutError:
@@ -327,7 +336,8 @@ class Baseline:
                 f"not back to baseline: tasks {len(asyncio.all_tasks())} (was {self.tasks}), "
                 f"connections {self.conns()} (was {self.n_conns}), gauge {self.gauge()}, "
                 f"in flight {self.in_flight()}, upstream connections {self.upstream_conns()} "
-                f"(was {self.n_up}, gauge {upstream_gauge(self.p)})") from None
+                f"(was {self.n_up}, gauge {upstream_gauge(self.p)}), upstream pending "
+                f"{self.upstream_pending()}") from None
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - self.mem
         if grown >= MEM_TOLERANCE and os.environ.get("XPROTO_FAULTS_MEMDIFF"):
@@ -657,7 +667,7 @@ def test_slowloris_http() -> None:
             try:
                 w.write(head[pos:pos + 1])
                 await asyncio.wait_for(w.drain(), 1)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError, OSError):
                 return
             await asyncio.sleep(0.02)
 
@@ -817,7 +827,7 @@ async def _verdict(addr: tuple[str, int], data: bytes, bytewise: bool) -> tuple[
                 out += chunk
         except (ConnectionError, OSError):
             return out, True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return out, False
     finally:
         writer.close()
@@ -873,6 +883,122 @@ def test_oversized_frame_refused_before_allocation(case: str) -> None:
     arun(body(), timeout=40)
 
 
+def _reset(c: Client) -> None:
+    """Leave with a TCP reset (SO_LINGER 0), not a FIN."""
+    assert c.writer is not None
+    c.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                 struct.pack("ii", 1, 0))
+    c.writer.transport.abort()
+
+
+@MUX
+def test_downstream_leaves_with_requests_pending(proto: str) -> None:
+    """Clients that leave with requests in flight: by reset (their requests are abandoned at
+    once, the late answers dropped and counted) or by FIN (a half-close: the proxy may still
+    deliver). Either way nothing stays behind."""
+    p = PROTOS[proto]
+
+    class Slow(EchoUp):
+        def fault(self, conn: UpConn, f: Frame) -> None:
+            asyncio.get_running_loop().call_later(0.2, conn.send, p.response(f.request_id, p.arg(f)))
+
+    async def body() -> None:
+        bad = await Slow(p).start()
+        good = await EchoUp(p).start()
+        async with proxy(two_cluster_cfg(p, bad.addr, good.addr)) as px:
+            addr = px.listener_address("main")
+            c = await Client(proto).connect(addr)
+            c.send(p.request(1, "svc.bad", b"warm"))
+            await c.recv(1)
+            c.close()
+            by = await mux_bystander(p).start(addr)
+            base = Baseline(px).take()
+            for round_ in range(3):
+                gone = [await Client(proto).connect(addr) for _ in range(6)]
+                for c in gone:
+                    for i in range(50):
+                        c.send(p.request(i, "svc.bad", b"gone-%d" % i))
+                sent = 300 * (round_ + 1)
+                await until(lambda n=sent: len(bad.requests()) >= 1 + n)
+                for k, c in enumerate(gone):
+                    _reset(c) if k % 2 else c.close()
+                del gone
+                # the reset clients' 150 requests were abandoned: their late answers find
+                # nobody and are dropped
+                await until(lambda n=sent: metric(px, "xproto_upstream_unknown_responses_total",
+                                                  cluster="bad", protocol=proto) >= n // 2)
+            await by.served(20)
+            await base.back(bad, good)
+            await by.stop()
+        await bad.close()
+        await good.close()
+    arun(body(), timeout=40)
+
+
+def test_http_upstream_stalls_truncates_and_closes() -> None:
+    """Ping-pong (HTTP/1.1): a stalled request times out (504) and costs its upstream
+    connection; a response cut short by the upstream closing is a 502, never a short 200;
+    pipelined answers stay in request order."""
+    def respond(f: Frame) -> bytes | None:
+        path = f.headers[":path"]
+        if path.startswith("/stall"):
+            return None
+        if path.startswith("/cut"):
+            return b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part of it"
+        return http_path_echo(f)
+
+    class Http(Upstream):
+        def on_frame(self, conn: UpConn, f: Frame) -> None:
+            data = respond(f)
+            if data is None:
+                return
+            conn.send(data)
+            if f.headers[":path"].startswith("/cut"):
+                conn.transport.close()
+
+    def get(path: str) -> bytes:
+        return b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path.encode()
+
+    async def body() -> None:
+        up = await Http("http").start()
+        good = await Upstream("http", http_path_echo).start()
+        routes = [{"match": {"headers": {":path": {"prefix": "/by/"}}}, "cluster": "good"},
+                  {"cluster": "bad", "timeout": "300ms"}]
+        cfg = {"listeners": [listener(["http"], routes)],
+               "clusters": [{"name": "bad", "endpoints": [up.addr]},
+                            {"name": "good", "endpoints": [good.addr]}]}
+        async with proxy(cfg) as px:
+            addr = px.listener_address("main")
+            _, by = any_bystander("http")
+            await by.start(addr)
+            c = await Client("http").connect(addr)
+            warm = get("/warm")
+            c.send(warm, HTTP.new_decoder(Role.REQUESTS).decode(warm))
+            await c.recv(1)
+            base = Baseline(px).take()
+            paths = ["/a1", "/stall1", "/a2", "/cut1", "/a3", "/stall2", "/a4"]
+            for path in paths:          # pipelined on one connection
+                req = get(path)
+                c.send(req, HTTP.new_decoder(Role.REQUESTS).decode(req))
+            got = await c.recv(len(paths), timeout=8)
+            statuses = [(path, f.status) for path, f in zip(paths, got)]
+            assert statuses == [("/a1", 200), ("/stall1", 504), ("/a2", 200), ("/cut1", 502),
+                                ("/a3", 200), ("/stall2", 504), ("/a4", 200)], statuses
+            for path, f in zip(paths, got):
+                if f.status == 200:
+                    assert bytes(f.body) == path.encode()
+            with pytest.raises(TimeoutError):
+                await c.recv(1, timeout=0.3)
+            await by.served(10)
+            # ping-pong: the pool may have opened one connection per concurrent request
+            await base.back(up, good, max_up=base.n_up + len(paths))
+            await by.stop()
+            c.close()
+        await up.close()
+        await good.close()
+    arun(body(), timeout=40)
+
+
 # ============================================================ found by bench/soak.py =====
 def test_mixed_listener_with_kafka_answers_other_protocols() -> None:
     """A listener that carries kafka *and* other protocols (the demo's ``rpc`` port) must
@@ -906,7 +1032,7 @@ def test_upstream_heartbeat_requests_answered(proto: str) -> None:
     p = PROTOS[proto]
 
     class Pinging(EchoUp):
-        async def start(self) -> "Pinging":
+        async def start(self) -> Pinging:
             loop = asyncio.get_running_loop()
 
             def conn() -> UpConn:
@@ -928,7 +1054,7 @@ def test_upstream_heartbeat_requests_answered(proto: str) -> None:
             c = await Client(proto).connect(px.listener_address("main"))
             c.send(p.request(1, "svc.a", b"x"))
             await c.recv(1)
-            replies = lambda: sorted(f.request_id for f in up.received  # noqa: E731
+            replies = lambda: sorted(f.request_id for f in up.received
                                      if f.heartbeat and f.kind is Kind.RESPONSE)
             try:
                 await until(lambda: len(replies()) >= 3, timeout=2)

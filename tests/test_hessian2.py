@@ -212,6 +212,25 @@ def test_reference_into_the_middle_of_a_skipped_value() -> None:
     assert r.at_end()
 
 
+def test_skip_many_values_in_one_call() -> None:
+    data = next(v for v in VECTORS if v["name"] == "dubbo_invocation")["bytes"]
+    r = Reader(data)
+    r.skip(8)
+    assert r.pos == len(data) and len(r._refs) == 2 and len(r._defs) == 1
+    r = Reader(data)
+    for _ in range(5):
+        r.read_string()
+    r.skip(2)
+    assert r.read()["version"] == "1.0.0"
+    r = Reader(data)
+    r.skip(0)
+    assert r.pos == 0
+    with pytest.raises(ProtocolError):
+        Reader(data).skip(9)
+    with pytest.raises(ValueError):
+        Reader(data).skip(-1)
+
+
 def test_skip_builds_nothing() -> None:
     data = dumps(["x" * 1000, b"y" * 5000, {"k": [1, 2, 3]}])
     r = Reader(data)

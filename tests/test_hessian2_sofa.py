@@ -155,3 +155,16 @@ def test_reference_to_a_value_skipped_in_the_other_dialect() -> None:
     assert r.read() == Long(5)
     assert r.read() == TypedList([""] * 7, "", True)
     assert r.dialect == "sofa"
+
+
+def test_auto_ints_and_strings_inside_final_forms_read_as_ints_and_strings() -> None:
+    # fuzz regression: a type index written as the draft's 'w' long inside a final 'U'
+    # list was read through the final grammar (a typed list) and used as an int
+    data = b"\x71\x08java.A.B\x91" + bytes.fromhex("55770000000091" + "5a")
+    with pytest.raises(ProtocolError):
+        Reader(data, dialect="hessian2").read_all()
+    values = Reader(data, dialect="auto").read_all()
+    assert values == [TypedList([1], "java.A.B", True), TypedList([1], "java.A.B", False)]
+    assert Reader(bytes.fromhex("7300016153000162"), dialect="auto").read_string() == "ab"
+    with pytest.raises(ProtocolError):
+        Reader(bytes.fromhex("1635ff"), dialect="auto").read()

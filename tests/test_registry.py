@@ -2,7 +2,8 @@
 
 The end-to-end tests install the throwaway distributions under tests/plugins/ with pip into
 a temporary venv that sees this environment's packages (xproto included) through a .pth
-file, offline (``--no-index --no-build-isolation``), then run the real CLI there.
+file, offline (``--no-index --no-build-isolation``), then run the real CLI there - including
+``xproto proxy`` carrying the sixth (toy) protocol to a toy upstream.
 """
 from __future__ import annotations
 
@@ -224,3 +225,128 @@ def test_duplicate_distributions_fail_naming_both(toy_venv: Path) -> None:
     finally:
         r = _run(toy_venv, "-m", "pip", "uninstall", "-y", "-q", "xproto-toy-dup")
         assert r.returncode == 0, r.stderr.decode()
+
+
+# --- the plugin through the real proxy ----------------------------------------------------
+class ToyUpstream:
+    """A blocking TOY1 server on a thread: answers each request with status 0 + its payload."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.seen_ids: list[int] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import struct
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    buf += data
+                    while len(buf) >= 11:
+                        _, typ, rid, n = struct.unpack_from(">4sBIH", buf)
+                        if len(buf) < 11 + n:
+                            break
+                        payload, buf = buf[11:11 + n], buf[11 + n:]
+                        self.seen_ids.append(rid)
+                        if typ == 0:
+                            body = b"\x00" + payload
+                            conn.sendall(struct.pack(">4sBIH", b"TOY1", 1, rid, len(body)) + body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _recv_frame(sock: Any) -> bytes:
+    buf = b""
+    while len(buf) < 11 or len(buf) < 11 + int.from_bytes(buf[9:11], "big"):
+        chunk = sock.recv(65536)
+        assert chunk, f"proxy closed the connection after {buf!r}"
+        buf += chunk
+    return buf
+
+
+def test_plugin_through_the_proxy(toy_venv: Path, tmp_path: Path) -> None:
+    import signal
+    import socket
+    import struct
+    import time
+
+    pytest.importorskip("xproto.proxy")
+    upstream = ToyUpstream()
+    port = _free_port()
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(f"""
+listeners:
+  - name: toy
+    address: 127.0.0.1:{port}
+    protocols: [toy]
+    routes:
+      - match: {{headers: {{method: echo}}}}
+        cluster: toys
+clusters:
+  - name: toys
+    endpoints: [127.0.0.1:{upstream.port}]
+""")
+    r = _run(toy_venv, "-m", "xproto.cli", "check", "-c", str(cfg))
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    log = (tmp_path / "proxy.log").open("wb")
+    proc = subprocess.Popen([str(toy_venv), "-m", "xproto.cli", "proxy", "-c", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:   # wait until the listener accepts (bounded)
+            assert proc.poll() is None, (tmp_path / "proxy.log").read_text()[-2000:]
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "proxy did not start listening"
+                time.sleep(0.05)
+        with sock:
+            sock.sendall(TOY_FRAME)                       # id 7, method echo -> routed
+            rep = _recv_frame(sock)
+            magic, typ, rid, _ = struct.unpack_from(">4sBIH", rep)
+            assert (magic, typ, rid, rep[11:]) == (b"TOY1", 1, 7, b"\x00echo hiya")
+            other = b"TOY1" + bytes([0]) + (8).to_bytes(4, "big") + (5).to_bytes(2, "big") + b"nope!"
+            sock.sendall(other)                           # no route -> the codec's error reply
+            rep = _recv_frame(sock)
+            _, typ, rid, _ = struct.unpack_from(">4sBIH", rep)
+            assert (typ, rid, rep[11]) == (1, 8, 1)       # status 1 = not found
+        assert len(upstream.seen_ids) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait(timeout=5)
+        upstream.close()
+        log.close()
+    assert rc == 0, (tmp_path / "proxy.log").read_text()[-2000:]

@@ -87,14 +87,15 @@ class Reader:
         "_hi",
         "_hi_base",
         "_hi_end",
-        "_int_codes",
+        "_int_read",
         "_kinds",
         "_limits",
         "_max_depth",
         "_max_objects",
         "_refs",
         "_skip_table",
-        "_str_codes",
+        "_str_read",
+        "_str_skip",
         "_table",
         "_types",
         "pos",
@@ -167,37 +168,44 @@ class Reader:
             return None
         return self._table[code](self, pos)
 
-    def skip(self) -> None:
-        """Step over the next value without building it.
+    def skip(self, count: int = 1) -> None:
+        """Step over the next value (or ``count`` values) without building it.
 
         One loop over the tokens with an explicit stack of "values still to skip" per
         open container: the usual Dubbo arguments (strings, numbers, maps, lists, objects
         of known classes) never leave it. Everything else goes to the skip table.
+        Lists, maps and objects skipped are numbered for references all the same (their
+        offsets are kept, to decode them if a later reference points at one).
         """
         data = self._data
         pos = self.pos
         fixed = self._fixed
         limit = self._end
-        try:
-            code = data[pos]
-        except IndexError:
-            raise self._error("unexpected end of data", pos) from None
-        size = fixed[code]
-        if size:  # one atomic value: no loop
-            end = pos + size
-            if end > limit:
-                raise self._error("truncated value", pos)
-            if code < 0x20 and code:
-                base = self._hi_base
-                if pos + 1 < base or end > self._hi_end:
-                    self._ascii(pos + 1, end)
+        if count == 1:
+            try:
+                code = data[pos]
+            except IndexError:
+                raise self._error("unexpected end of data", pos) from None
+            size = fixed[code]
+            if size:  # one atomic value: no loop
+                end = pos + size
+                if end > limit:
+                    raise self._error("truncated value", pos)
+                if code < 0x20 and code:
                     base = self._hi_base
-                if self._hi.find(1, pos + 1 - base, end - base) >= 0:
-                    end = self._skip_utf8(pos + 1, code)
-            self.pos = end
-            return
-        if 0x30 <= code <= 0x33 and pos + 2 <= limit:  # strings of up to 1023 chars
-            self.pos = self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
+                    if pos + 1 < base or end > self._hi_end:
+                        self._ascii(pos + 1, end)
+                        base = self._hi_base
+                    if self._hi.find(1, pos + 1 - base, end - base) >= 0:
+                        end = self._skip_utf8(pos + 1, code)
+                self.pos = end
+                return
+            if 0x30 <= code <= 0x33 and pos + 2 <= limit:  # strings of up to 1023 chars
+                self.pos = self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
+                return
+        elif count <= 0:
+            if count < 0:
+                raise ValueError("count must not be negative")
             return
         kinds = self._kinds
         refs = self._refs
@@ -207,7 +215,7 @@ class Reader:
         hi_end = self._hi_end
         # values left at this level; -1: a list until the end marker; -2/-3: a map until
         # the end marker, expecting a key/a value
-        pending = 1
+        pending = count
         stack: list[int] = []
         try:
             while True:
@@ -306,10 +314,9 @@ class Reader:
         if code == 0x4E:
             self.pos = pos + 1
             return None
-        if code in self._str_codes:
-            v = self._table[code](self, pos)
-            if type(v) is str:
-                return v
+        fn = self._str_read.get(code)
+        if fn is not None:
+            return fn(self, pos)  # type: ignore[no-any-return]
         raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
 
     def read_int(self) -> int:
@@ -318,10 +325,9 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in self._int_codes:
-            v = self._table[code](self, pos)
-            if isinstance(v, int) and type(v) is not bool:
-                return v
+        fn = self._int_read.get(code)
+        if fn is not None:
+            return fn(self, pos)  # type: ignore[no-any-return]
         raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
 
     @property
@@ -344,7 +350,7 @@ class Reader:
 
     def _set_dialect(self, dialect: str) -> None:
         try:
-            (self._table, self._skip_table, self._str_codes, self._int_codes, self._fixed,
+            (self._table, self._skip_table, self._str_read, self._str_skip, self._int_read, self._fixed,
              self._kinds) = _CONFIG[dialect]
         except KeyError:
             raise ValueError(f"unknown hessian dialect {dialect!r}") from None
@@ -427,11 +433,10 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code not in self._int_codes:
+        fn = self._int_read.get(code)
+        if fn is None:
             raise self._error(f"expected an int, got byte 0x{code:02x}", pos)
-        n = self._table[code](self, pos)
-        if type(n) is not int and type(n) is not Long:
-            raise self._error("expected an int", pos)
+        n: int = fn(self, pos)
         if n < 0:
             raise self._error(f"negative length {n}", pos)
         return n
@@ -593,22 +598,20 @@ class Reader:
         pos = self.pos
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
-        code = self._data[pos]
-        if code in self._str_codes:
-            s = self._table[code](self, pos)
-            if type(s) is str:
-                return s
-        raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
+        fn = self._str_read.get(self._data[pos])
+        if fn is not None:
+            return fn(self, pos)  # type: ignore[no-any-return]
+        raise self._error(f"expected a string, got byte 0x{self._data[pos]:02x}", pos)
 
     def _skip_str_value(self) -> None:
         pos = self.pos
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
-        code = self._data[pos]
-        if code in self._str_codes:
-            self.pos = self._skip_table[code](self, pos)
+        fn = self._str_skip.get(self._data[pos])
+        if fn is not None:
+            self.pos = fn(self, pos)
             return
-        raise self._error(f"expected a string, got byte 0x{code:02x}", pos)
+        raise self._error(f"expected a string, got byte 0x{self._data[pos]:02x}", pos)
 
     # --- binary
 
@@ -651,7 +654,7 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in self._int_codes:
+        if code in self._int_read:
             return self._type_at(self._read_length(), pos)
         t = self._read_str_value()
         self._types.append([t, pos])
@@ -662,7 +665,7 @@ class Reader:
         if pos >= self._end:
             raise self._error("unexpected end of data", pos)
         code = self._data[pos]
-        if code in self._int_codes:
+        if code in self._int_read:
             i = self._read_length()
             if i >= len(self._types):
                 raise self._error(f"type reference {i} out of range", pos)
@@ -1399,8 +1402,8 @@ _INT_CODES = frozenset(
 _SOFA_INT_CODES = (_INT_CODES - {0x59}) | {0x77}
 _FINAL_STR_CODES = frozenset(list(range(0x20)) + [0x30, 0x31, 0x32, 0x33, 0x52, 0x53])
 _SOFA_STR_CODES = (_FINAL_STR_CODES - {0x52}) | {0x73}
-_STR_CODES = {_FINAL: _FINAL_STR_CODES, _SOFA: _SOFA_STR_CODES, _AUTO: _FINAL_STR_CODES | _SOFA_STR_CODES}
-_INT_CODES_BY = {_FINAL: _INT_CODES, _SOFA: _SOFA_INT_CODES, _AUTO: _INT_CODES | _SOFA_INT_CODES}
+_STR_CODES = {_FINAL: _FINAL_STR_CODES, _SOFA: _SOFA_STR_CODES}
+_INT_CODES_BY = {_FINAL: _INT_CODES, _SOFA: _SOFA_INT_CODES}
 
 _READ_TABLES: dict[str, list[Handler]] = {}
 _SKIP_TABLES: dict[str, list[Callable[[Reader, int], int]]] = {}
@@ -1487,9 +1490,25 @@ _KINDS[_SOFA] = _KINDS[_AUTO] = _KINDS[_FINAL]
 _CONFIG: dict[str, tuple[Any, ...]] = {}
 
 
+def _typed_handlers(name: str) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+    """Handlers of the codes that can start a string (read, skip) or an int, by code.
+
+    In "auto" a string or int code reads as in the dialect where it *is* a string or an
+    int ('R' is a string chunk only in the final grammar, 's' only in the draft, 'w' a
+    long only in the draft), so the answer is always of the expected type.
+    """
+    if name != _AUTO:
+        rd, sk = _READ_TABLES[name], _SKIP_TABLES[name]
+        return ({c: rd[c] for c in _STR_CODES[name]}, {c: sk[c] for c in _STR_CODES[name]},
+                {c: rd[c] for c in _INT_CODES_BY[name]})
+    fr, fs, fi = _typed_handlers(_FINAL)
+    sr, ss, si = _typed_handlers(_SOFA)
+    return {**sr, **fr}, {**ss, **fs}, {**si, **fi}
+
+
 def _configure() -> None:
     for name in _DIALECTS:
-        _CONFIG[name] = (_READ_TABLES[name], _SKIP_TABLES[name], _STR_CODES[name], _INT_CODES_BY[name],
+        _CONFIG[name] = (_READ_TABLES[name], _SKIP_TABLES[name], *_typed_handlers(name),
                          _FIXED[name], _KINDS[name])
 
 

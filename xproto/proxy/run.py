@@ -32,7 +32,11 @@ async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True,
     from xproto.proxy.server import ProxyServer
     server = ProxyServer(config, reuse_port=reuse_port, admin=admin,
                          multiprocess_dir=multiprocess_dir)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as e:     # a port in use, an address not on this host ...
+        _say(f"cannot start: {e}")
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     how: dict[str, int] = {}

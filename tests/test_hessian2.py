@@ -397,3 +397,23 @@ def test_list_of_many_empty_lists_is_bounded_by_objects_limit() -> None:
     data = b"X" + dumps(5000)[0:] + b"\x78" * 5000
     with pytest.raises(LimitExceeded):
         Reader(data, limits=limits).read()
+
+
+def test_field_names_are_plain_strings() -> None:
+    # fuzz regression: read() let a field name be "a class definition, then a string"
+    data = b"C\x01A\x91C\x01B\x90\x05value" + b"\x60\x90"
+    for op in ("read", "skip"):
+        with pytest.raises(ProtocolError):
+            getattr(Reader(data), op)()
+
+
+def test_read_and_skip_agree_on_depth_for_empty_containers() -> None:
+    depth = DEFAULT_LIMITS.hessian_max_depth
+    for inner in (b"\x78", b"X\x90", b"H\x5a", b"W\x5a", b"\x70\x01a"):
+        ok = b"\x79" * (depth - 1) + inner + b"N" * (depth - 1)
+        too_deep = b"\x79" * depth + inner + b"N" * depth
+        Reader(ok).read()
+        Reader(ok).skip()
+        for op in ("read", "skip"):
+            with pytest.raises(LimitExceeded):
+                getattr(Reader(too_deep), op)()

@@ -168,3 +168,16 @@ def test_auto_ints_and_strings_inside_final_forms_read_as_ints_and_strings() -> 
     assert Reader(bytes.fromhex("7300016153000162"), dialect="auto").read_string() == "ab"
     with pytest.raises(ProtocolError):
         Reader(bytes.fromhex("1635ff"), dialect="auto").read()
+
+
+def test_a_skipped_value_is_decoded_again_as_auto_decoded_it() -> None:
+    # fuzz regression: "auto" settled on the draft *inside* a skipped list (its 'w' is a
+    # draft long); decoding the list on demand must replay "auto", not the final grammar
+    data = bytes.fromhex("7a" + "7700000005" + "4a00" + "4a00")
+    values = Reader(data, dialect="auto").read_all()
+    assert values[0][0] == Long(5) and values[0][1] is values[0] and values[1] is values[0]
+    r = Reader(data, dialect="auto")
+    r.skip()
+    assert r.dialect == "sofa"
+    again = r.read()
+    assert again[0] == Long(5) and again[1] is again

@@ -1,4 +1,4 @@
-"""Hessian 2 reader: final Caucho 2.0 grammar plus the SOFA "3.0" draft dialect.
+"""Hessian 2 reader: the final Caucho 2.0 grammar plus the SOFA "3.0" draft dialect.
 
 Sans-I/O: the reader walks a complete buffer (a Dubbo body, a Bolt content block).
 Every length read from the wire is checked against the bytes left *before* anything is
@@ -6,10 +6,16 @@ allocated; nesting depth, class definitions and the number of lists/maps/objects
 bounded by :class:`xproto.limits.Limits`. Malformed input raises only
 :class:`xproto.errors.ProtocolError` (``protocol="hessian2"``, ``offset`` = byte offset).
 
-Dispatch is a 256-entry table of handlers indexed by the first byte. ``skip()`` uses its
-own table and builds nothing for the skipped value; what a later ``read()`` may still need
-(references to skipped lists/maps/objects, class definitions, type names) is recorded as
-the byte offset where it starts and decoded on demand.
+Dispatch is a 256-entry table of handlers per dialect, indexed by the first byte; the
+most frequent values are decoded inline in ``read()``. ``skip()`` is one loop with an
+explicit stack and builds nothing for the skipped value; what a later ``read()`` may still
+need (references to skipped lists/maps/objects, class definitions, type names) is
+recorded as the byte offset where it starts and decoded on demand.
+
+Dialects: "hessian2" (final grammar), "sofa" (the draft, see .draft) and "auto": codes
+that mean the same in both go straight to the final handlers; for the others the final
+grammar is tried first and the draft second, and once the draft was needed the reader
+stays in it.
 """
 from __future__ import annotations
 
@@ -60,6 +66,7 @@ _SOFA = "sofa"
 _FINAL = "hessian2"
 _AUTO = "auto"
 _DIALECTS = (_FINAL, _SOFA, _AUTO)
+_TAG = {name: i for i, name in enumerate(_DIALECTS)}
 
 
 def _astral_units(s: str) -> int:
@@ -209,7 +216,6 @@ class Reader:
             return
         kinds = self._kinds
         refs = self._refs
-        sofa = self._dialect == _SOFA
         hi = self._hi
         hi_base = self._hi_base
         hi_end = self._hi_end
@@ -255,6 +261,7 @@ class Reader:
                 if kind == _K_NONE:
                     self.pos = pos
                     pos = self._skip_table[code](self, pos)
+                    fixed, kinds = self._fixed, self._kinds  # "auto" may have settled
                     if pending > 0:
                         pending -= 1
                     elif pending < -1:
@@ -281,7 +288,7 @@ class Reader:
                 depth = self._depth + 1
                 if depth > self._max_depth:
                     raise self._limit("hessian nesting depth", depth, self._max_depth, pos)
-                refs.append(-1 - pos if sofa else pos)
+                refs.append(pos << 2 | _TAG[self._dialect])
                 self._depth = depth
                 pos += 1
                 if pending > 0:
@@ -417,9 +424,9 @@ class Reader:
         refs.append(obj)
 
     def _marker(self, pos: int) -> int:
-        """What a skipped list/map/object leaves in the reference table: its offset, as
-        ``-1 - offset`` when it was read in the SOFA draft (to decode it the same way)."""
-        return -1 - pos if self._dialect == _SOFA else pos
+        """What a skipped list/map/object leaves in the reference table: its offset and
+        the dialect it was skipped in (``offset << 2 | tag``), to decode it the same way."""
+        return pos << 2 | _TAG[self._dialect]
 
     def _enter(self, pos: int) -> None:
         depth = self._depth + 1
@@ -702,14 +709,8 @@ class Reader:
             n = self._read_length()
             if n > self._end - self.pos:
                 raise self._error(f"class {name!r}: {n} fields, {self._end - self.pos} bytes left", pos)
-            read = self.read
-            names = []
-            for _ in range(n):
-                p = self.pos
-                f = read()
-                if type(f) is not str:
-                    raise self._error("a field name must be a string", p)
-                names.append(f)
+            rs = self._read_str_value
+            names = [rs() for _ in range(n)]
             defs.append([ClassDef(name, tuple(names)), n, pos])
         else:
             self._skip_str_value()
@@ -797,9 +798,7 @@ class Reader:
         """
         start = self._refs[i]
         dialect = self._dialect
-        skipped_in = _FINAL
-        if start < 0:
-            start, skipped_in = -1 - start, _SOFA
+        start, skipped_in = start >> 2, _DIALECTS[start & 3]
         refs_tail = self._refs[i:]
         del self._refs[i:]
         d0 = bisect_left([e[2] for e in self._defs], start)
@@ -1129,9 +1128,7 @@ def _r_list_direct(r: Reader, pos: int) -> list[Any]:
     lst: list[Any] = []
     r._add_ref(lst, pos)
     r.pos = pos + 1
-    n = r._data[pos] - 0x78
-    if n:
-        _read_items(r, lst, n, pos)
+    _read_items(r, lst, r._data[pos] - 0x78, pos)  # (empty ones count for the depth too)
     return lst
 
 

@@ -116,10 +116,11 @@ class UpstreamConnection(asyncio.Protocol, Writable):
 
     def _write(self, req: UpstreamRequest) -> None:
         frame = req.frame
-        codec = self.codec
-        if self.multiplex:
+        multiplex = self.multiplex
+        expects = req.expects
+        if multiplex:
             uid = self.next_id()
-            if req.expects:
+            if expects:
                 pending = self.pending
                 if uid in pending or uid == self.hb_id:
                     # wrapped onto an id still in flight: take the next free one (bounded)
@@ -127,19 +128,28 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                         uid = self.next_id()
                         if uid not in pending and uid != self.hb_id:
                             break
-                pending[uid] = req
             req.up_id = uid
             frame.request_id = uid
-        elif req.expects:
-            self.current = req
-        data = codec.encode(frame)
-        if req.expects:
+        try:
+            data = self.codec.encode(frame)
+        except ProtocolError as e:
+            # this request cannot be written (a codec cannot re-encode it): answer it alone
+            req.conn = None
+            req.on_failure(Reason.BAD_REQUEST, f"cannot encode the request: {e}")
+            if not multiplex and self.state == OPEN and self.current is None:
+                self.pool.idle(self)
+            return
+        if expects:
+            if multiplex:
+                self.pending[uid] = req
+            else:
+                self.current = req
             self.decoder.request_sent(frame)
         self.stats.upstream_request(frame.protocol)
         self.batch.send(self, data)
-        if not req.expects:
+        if not expects:
             req.written()
-            if not self.multiplex:
+            if not multiplex:
                 self.pool.idle(self)
         if self.paused:
             # the upstream does not keep up: hold the sender

@@ -464,8 +464,14 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             self.reading = want
             if want:
                 t.resume_reading()
+                if self.buf:
+                    self._arm_frame_timer(True)
             else:
                 t.pause_reading()
+                # a frame we stopped reading is our delay, not the client's
+                if self.frame_timer is not None:
+                    self.frame_timer.cancel()
+                    self.frame_timer = None
 
     # --- closing ---------------------------------------------------------------------------
     def _idle_check(self) -> None:

@@ -5,11 +5,20 @@ pinned to one core.
     python bench/run.py --quick          # < 8 minutes: dubbo, bolt, http
     python bench/run.py --full           # + thrift, kafka, more rounds
     python bench/run.py --protocols dubbo --shapes 1x1,8x16 --rounds 2 --seconds 2
+    python bench/run.py --protocols dubbo --shapes 8x16,128x1 --targets relay,xproto,xproto2 \
+        --proxy-cores 0,1                # --workers 2 (target xproto2) with both cores
 
 A compiled load generator (bench/loadgen.c) and upstream (bench/upstream.c) are built with
 gcc on first use. Prints requests/s, p50/p99, the proxy's CPU µs per request (from
 /proc/<pid>/stat) and the ratios xproto/relay and xproto/haproxy. A run during which other
-processes took CPU on the pinned core is discarded and re-run.
+processes took CPU on the pinned core is discarded and re-run (at most twice; a run that
+still fails is kept and flagged). The load generator validates every response: its id must
+be one in flight on that connection (HTTP: in order); a bad id, a broken stream or a closed
+connection is an error, and a run with errors is flagged ``ERR`` in the table.
+
+Targets: ``direct`` (the upstream itself), ``relay`` (bench/relay.py), ``haproxy`` (nginx
+for HTTP), ``xproto`` (one worker), ``xproto2`` (``--workers 2``). ``--proxy-cores``: the
+cores the proxies are pinned to (default: the one core everything shares).
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
 CLK = os.sysconf("SC_CLK_TCK")
 CORE = 0
+PROXY_CORES = "0"
 
 
 def build() -> tuple[Path, Path]:
@@ -110,12 +120,12 @@ def free_port() -> int:
     return p
 
 
-def pinned(cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", str(CORE), *cmd]
+def pinned(cmd: list[str], cores: str | None = None) -> list[str]:
+    return ["taskset", "-c", cores if cores is not None else str(CORE), *cmd]
 
 
-def start_ready(cmd: list[str], **kw: object) -> tuple[subprocess.Popen, int]:
-    p = subprocess.Popen(pinned(cmd), stdout=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+def start_ready(cmd: list[str], cores: str | None = None, **kw: object) -> tuple[subprocess.Popen, int]:
+    p = subprocess.Popen(pinned(cmd, cores), stdout=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
     line = p.stdout.readline()
     if not line.startswith("ready"):
         p.kill()
@@ -171,7 +181,8 @@ def start_target(kind: str, proto: str, up_port: int, tmp: Path) -> tuple[subpro
         return None, up_port
     port = free_port()
     if kind == "relay":
-        p, port = start_ready([sys.executable, str(HERE / "relay.py"), str(port), f"127.0.0.1:{up_port}"])
+        p, port = start_ready([sys.executable, str(HERE / "relay.py"), str(port), f"127.0.0.1:{up_port}"],
+                              cores=PROXY_CORES)
         return p, port
     if kind == "haproxy":
         if proto == "http" and shutil.which("nginx"):
@@ -183,7 +194,8 @@ http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1;
     proxy_set_header Connection ""; }} }} }}
 """)
-            p = subprocess.Popen(pinned(["nginx", "-c", str(conf), "-p", str(tmp)]), stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(pinned(["nginx", "-c", str(conf), "-p", str(tmp)], PROXY_CORES),
+                                 stderr=subprocess.DEVNULL)
         else:
             conf = tmp / "haproxy.cfg"
             conf.write_text(f"""global
@@ -199,11 +211,13 @@ frontend f
 backend b
   server s1 127.0.0.1:{up_port}
 """)
-            p = subprocess.Popen(pinned(["haproxy", "-f", str(conf), "-db"]), stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(pinned(["haproxy", "-f", str(conf), "-db"], PROXY_CORES),
+                                 stderr=subprocess.DEVNULL)
         wait_port(port, p)
         return p, port
-    if kind == "xproto":
-        conf = tmp / "xproto.yaml"
+    if kind in ("xproto", "xproto2"):
+        workers = 2 if kind == "xproto2" else 1
+        conf = tmp / f"{kind}.yaml"
         conf.write_text(f"""listeners:
   - name: bench
     address: 127.0.0.1:{port}
@@ -215,8 +229,10 @@ clusters:
     endpoints: [127.0.0.1:{up_port}]
     max_connections: {1 if proto != 'http' else 256}
 """)
-        p = subprocess.Popen(pinned([sys.executable, "-m", "xproto.cli", "proxy", "-c", str(conf)]),
-                             cwd=str(HERE.parent))
+        cmd = [sys.executable, "-m", "xproto.cli", "proxy", "-c", str(conf)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        p = subprocess.Popen(pinned(cmd, PROXY_CORES), cwd=str(HERE.parent))
         wait_port(port, p)
         return p, port
     raise ValueError(kind)
@@ -245,7 +261,12 @@ def run_load(loadgen: Path, proto: str, port: int, req: Path, conns: int, depth:
     _, status, ru = os.wait4(lg.pid, 0)
     lg.returncode = os.waitstatus_to_exitcode(status)
     busy1, t1 = core_busy(CORE), time.monotonic()
-    res = json.loads(out.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    if not lines:
+        res = {"requests": 0, "errors": 1, "seconds": secs, "rps": 0.0, "p50_us": 0, "p90_us": 0,
+               "p99_us": 0, "max_us": 0}
+    else:
+        res = json.loads(lines[-1])
     cpu = (proc_cpu(proxy.pid) - cpu0) if proxy else 0.0
     res["proxy_cpu_us_per_req"] = cpu / res["requests"] * 1e6 if res["requests"] and proxy else 0.0
     res["core_busy"] = (busy1 - busy0) / (t1 - t0)
@@ -269,7 +290,12 @@ def main() -> int:
     ap.add_argument("--max-foreign", type=float, default=0.05,
                     help="discard a run when other processes took more than this share of the core")
     ap.add_argument("--json", default=None, help="write all results to this file")
+    ap.add_argument("--proxy-cores", default=None,
+                    help="taskset core list for the proxies (default: the shared core 0)")
     a = ap.parse_args()
+    global PROXY_CORES
+    if a.proxy_cores:
+        PROXY_CORES = a.proxy_cores
     protos = (a.protocols or ("dubbo,bolt,http,thrift,kafka" if a.full else "dubbo,bolt,http")).split(",")
     shapes = [tuple(int(x) for x in s.split("x")) for s in (a.shapes or "1x1,1x16,8x16,16x1,128x1").split(",")]
     rounds = a.rounds or (3 if a.full else 2)
@@ -300,10 +326,16 @@ def main() -> int:
                                                secs, p, up)
                                 # our processes are pinned to CORE; if the core was busier than the
                                 # processes we started account for, someone else took CPU: re-run
-                                if res["exit"] == 0 and res["foreign_cpu"] <= a.max_foreign:
+                                if res["exit"] == 0 and res["errors"] == 0 and res["foreign_cpu"] <= a.max_foreign:
                                     break
-                                print(f"discarding {proto} {shape} {t}: exit {res['exit']}, "
-                                      f"foreign cpu {res['foreign_cpu']:.0%}", file=sys.stderr)
+                                if attempt < 2:
+                                    print(f"discarding {proto} {shape} {t}: exit {res['exit']}, "
+                                          f"errors {res['errors']}, foreign cpu {res['foreign_cpu']:.0%}",
+                                          file=sys.stderr)
+                                else:
+                                    print(f"keeping {proto} {shape} {t} after 3 attempts: exit {res['exit']}, "
+                                          f"errors {res['errors']}, foreign cpu {res['foreign_cpu']:.0%}",
+                                          file=sys.stderr)
                             results.setdefault(proto, {}).setdefault(f"{shape[0]}x{shape[1]}", {}) \
                                 .setdefault(t, []).append(res)
             finally:
@@ -320,8 +352,16 @@ def med(rs: list[dict], k: str) -> float:
     return statistics.median(r[k] for r in rs)
 
 
+#: issue 6 targets: xproto's throughput over the raw relay's, per shape (RPC protocols)
+RPC_TARGETS = {"8x16": 0.5, "1x16": 0.65, "16x1": 0.9, "128x1": 0.9}
+HTTP_TARGETS = {"128x1": 0.85}
+#: added latency at 1x1 (xproto minus direct), µs
+ADDED_P50_MAX, ADDED_P99_MAX = 22, 45
+
+
 def print_table(results: dict) -> None:
-    hdr = f"{'proto':7} {'shape':7} {'target':8} {'req/s':>10} {'p50us':>6} {'p99us':>6} {'cpu us/req':>10} {'x/relay':>8} {'x/hapx':>7}"
+    hdr = (f"{'proto':7} {'shape':7} {'target':8} {'req/s':>10} {'p50us':>6} {'p99us':>6} "
+           f"{'cpu us/req':>10} {'x/relay':>8} {'x/hapx':>7} {'':3}")
     print(hdr)
     print("-" * len(hdr))
     for proto, shapes in results.items():
@@ -330,11 +370,49 @@ def print_table(results: dict) -> None:
             hap = med(ts["haproxy"], "rps") if "haproxy" in ts else None
             for t, rs in ts.items():
                 rps = med(rs, "rps")
-                r1 = f"{rps / relay:.2f}" if relay and t == "xproto" else ""
-                r2 = f"{rps / hap:.2f}" if hap and t == "xproto" else ""
+                mine = t.startswith("xproto")
+                r1 = f"{rps / relay:.2f}" if relay and mine else ""
+                r2 = f"{rps / hap:.2f}" if hap and mine else ""
                 cpu = med(rs, "proxy_cpu_us_per_req")
+                bad = "ERR" if any(r["errors"] or r["exit"] for r in rs) else ""
                 print(f"{proto:7} {shape:7} {t:8} {rps:10.0f} {med(rs, 'p50_us'):6.0f} {med(rs, 'p99_us'):6.0f} "
-                      f"{cpu:10.2f} {r1:>8} {r2:>7}")
+                      f"{cpu:10.2f} {r1:>8} {r2:>7} {bad:3}")
+    print()
+    print("ratios (medians; target: issue 6 minimum)")
+    print(f"{'proto':7} {'shape':7} {'target':8} {'x/relay':>8} {'min':>5} {'x/hapx':>7} "
+          f"{'+p50us':>7} {'+p99us':>7} {'cpu x/relay':>11}  verdict")
+    for proto, shapes in results.items():
+        for shape, ts in shapes.items():
+            relay = ts.get("relay")
+            hap = ts.get("haproxy")
+            direct = ts.get("direct")
+            for t, rs in ts.items():
+                if not t.startswith("xproto"):
+                    continue
+                rps = med(rs, "rps")
+                rr = rps / med(relay, "rps") if relay else None
+                rh = rps / med(hap, "rps") if hap else None
+                goal = (HTTP_TARGETS if proto == "http" else RPC_TARGETS).get(shape)
+                if proto == "http" and shape == "128x1" and hap:
+                    goal_v, ratio = goal, rh        # HTTP: against nginx
+                else:
+                    goal_v, ratio = goal, rr
+                add50 = add99 = None
+                if direct and shape == "1x1":
+                    add50 = med(rs, "p50_us") - med(direct, "p50_us")
+                    add99 = med(rs, "p99_us") - med(direct, "p99_us")
+                cpu_ratio = (med(rs, "proxy_cpu_us_per_req") / med(relay, "proxy_cpu_us_per_req")
+                             if relay and med(relay, "proxy_cpu_us_per_req") else None)
+                verdict = []
+                if goal_v is not None and ratio is not None:
+                    verdict.append(("ok" if ratio >= goal_v else f"MISS by {goal_v - ratio:.2f}"))
+                if add50 is not None:
+                    verdict.append("lat ok" if add50 <= ADDED_P50_MAX and add99 <= ADDED_P99_MAX
+                                   else "lat MISS")
+                f2 = (lambda v: f"{v:.2f}" if v is not None else "")
+                f0 = (lambda v: f"{v:.0f}" if v is not None else "")
+                print(f"{proto:7} {shape:7} {t:8} {f2(rr):>8} {f2(goal_v):>5} {f2(rh):>7} "
+                      f"{f0(add50):>7} {f0(add99):>7} {f2(cpu_ratio):>11}  {' '.join(verdict)}")
 
 
 if __name__ == "__main__":

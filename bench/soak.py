@@ -38,8 +38,10 @@ from xproto.demo.services import SERVICE_CLASSES, FrameServer
 
 SAMPLE_EVERY = 10.0
 WARMUP = 30.0                 # RSS before this is allowed to grow (pools, caches, metrics)
-RSS_GROWTH_LIMIT = 0.10       # after warm-up: last sample within +10 % (and +8 MiB) of the first
-RSS_GROWTH_SLACK = 8 * 1024 * 1024
+#: after warm-up, RSS is "flat" unless it trends up: least-squares slope over the samples
+#: above this many MiB per minute *and* a total rise above RSS_GROWTH_SLACK
+RSS_SLOPE_LIMIT = 0.5
+RSS_GROWTH_SLACK = 2 * 1024 * 1024
 CALL_TIMEOUT = 5.0
 
 
@@ -49,6 +51,20 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def rss_slope(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of RSS over time, MiB per minute (0 with fewer than 3 samples)."""
+    if len(samples) < 3:
+        return 0.0
+    n = len(samples)
+    mt = sum(t for t, _ in samples) / n
+    mr = sum(r for _, r in samples) / n
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    if var == 0:
+        return 0.0
+    cov = sum((t - mt) * (r - mr) for t, r in samples)
+    return cov / var * 60 / 2**20
 
 
 def expected_answers(st: Stats) -> int:
@@ -189,9 +205,11 @@ async def soak(minutes: float, scale: int, out: Any) -> int:
         after = [(t, r) for t, r in samples if t >= WARMUP] or samples[-1:]
         first, last = after[0][1], after[-1][1]
         peak = max(r for _, r in samples)
-        flat = last <= first * (1 + RSS_GROWTH_LIMIT) + RSS_GROWTH_SLACK
+        slope = rss_slope(after)
+        flat = slope <= RSS_SLOPE_LIMIT or peak - first <= RSS_GROWTH_SLACK
         out.write(f"proxy RSS: after warm-up {first / 2**20:.1f} MiB -> end {last / 2**20:.1f} MiB "
-                  f"(peak {peak / 2**20:.1f} MiB): {'flat' if flat else 'GROWING'}\n")
+                  f"(peak {peak / 2**20:.1f} MiB, trend {slope:+.2f} MiB/min): "
+                  f"{'flat' if flat else 'GROWING'}\n")
         ok = tot_lost == 0 and tot_unexp == 0 and flat and proc.poll() is None
         out.write("soak " + ("OK" if ok else "FAILED") + "\n")
         return 0 if ok else 1

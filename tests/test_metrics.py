@@ -331,8 +331,7 @@ MP_SCRIPT = textwrap.dedent("""
             m.downstream("rpc", "dubbo").requests_inc()
             m.downstream("rpc", "dubbo").observe(0.01)
             m.downstream_connections("rpc").inc()
-            if w == 0:
-                mark = 1
+            m.sync()            # what a worker does periodically, on SIGUSR1 and at stop
             os._exit(0)
         pids.append(pid)
     for pid in pids:

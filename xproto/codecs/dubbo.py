@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role
 from xproto.errors import ProtocolError
 from xproto.frame import BareFrame, Frame, Kind
-from xproto.framing.fixed import new_frame, too_large
+from xproto.framing.fixed import MEMORYVIEW_COPY_MIN, copy_out, new_frame, too_large
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -29,9 +29,7 @@ MAGIC = 0xDABB
 HEADER_LEN = 16
 #: magic, flag, status, request id (int64), body length (uint32)
 HEADER = struct.Struct(">HBBqI")
-#: the decoder's view of the same 16 bytes: the magic as two bytes (small ints are cached
-#: objects; a u16 0xdabb would allocate an int per frame)
-_unpack_header = struct.Struct(">BBBBqI").unpack_from
+_unpack_header = HEADER.unpack_from
 _ID = struct.Struct(">Q")      # the id patched in place (signed on the wire; masked to 64 bits)
 _BODY_LEN = struct.Struct(">I")
 
@@ -171,9 +169,12 @@ def _string_items(m: dict[Any, Any] | None) -> dict[str, str]:
     return {k: v for k, v in m.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-_REQUEST = Kind.REQUEST       # module constants: an Enum attribute lookup costs ~60 ns
-_ONEWAY = Kind.ONEWAY
 _RESPONSE = Kind.RESPONSE
+#: flag byte -> kind and heartbeat, so the hot path does two tuple subscripts, not bit tests
+_KIND_BY_FLAG: tuple[Kind, ...] = tuple(
+    (Kind.REQUEST if f & FLAG_TWOWAY else Kind.ONEWAY) if f & FLAG_REQUEST else Kind.RESPONSE
+    for f in range(256))
+_EVENT_BY_FLAG: tuple[bool, ...] = tuple(bool(f & FLAG_EVENT) for f in range(256))
 
 
 class DubboDecoder(Decoder):
@@ -188,30 +189,27 @@ class DubboDecoder(Decoder):
         have = len(buf) - pos
         if have < 16:
             return 16 - have
-        m0, m1, flag, status, rid, blen = _unpack_header(buf, pos)
-        if m0 != 0xDA or m1 != 0xBB:
-            raise ProtocolError(f"bad magic 0x{m0:02x}{m1:02x}", protocol=NAME, offset=pos)
+        magic, flag, status, rid, blen = _unpack_header(buf, pos)
+        if magic != 0xDABB:
+            raise ProtocolError(f"bad magic 0x{magic:04x}", protocol=NAME, offset=pos)
         if blen > self._max_body:
             raise too_large(NAME, "dubbo_max_body", blen, self._max_body, pos + 12)
         total: int = 16 + blen
         if have < total:
             return total - have
-        f = BareFrame()
         if type(buf) is bytes:
-            f.raw = buf[pos:pos + total]       # no copy at all when the frame is the whole read
-        elif pos == 0 and total == have:
-            f.raw = bytes(buf)                 # a receive buffer holding exactly this frame
+            raw = buf[pos:pos + total]           # one copy; none when the frame is the whole read
+        elif total < MEMORYVIEW_COPY_MIN:
+            raw = bytes(buf[pos:pos + total])    # bytearray: two small copies beat two views
         else:
-            f.raw = bytes(buf[pos:pos + total])
+            raw = copy_out(buf, pos, total)
+        f = BareFrame()
+        f.raw = raw
         f.codec = self.codec
         f.protocol = NAME
-        if flag & 0x80:
-            f.kind = _REQUEST if flag & 0x40 else _ONEWAY
-            f.status = None
-        else:
-            f.kind = _RESPONSE
-            f.status = status
-        f.heartbeat = (flag & 0x20) != 0
+        f.kind = kind = _KIND_BY_FLAG[flag]
+        f.status = status if kind is _RESPONSE else None
+        f.heartbeat = _EVENT_BY_FLAG[flag]
         f.request_id = f.orig_request_id = rid
         f.body = b""
         f.meta = self.limits

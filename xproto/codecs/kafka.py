@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, frame_error
 from xproto.errors import FrameTooLarge, ProtocolError
-from xproto.frame import Frame, Kind
+from xproto.frame import BareFrame, Frame, Kind
+from xproto.framing.fixed import MEMORYVIEW_COPY_MIN, copy_out
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -219,11 +220,9 @@ def _client_id_end(raw: bytes, hv: int) -> int:
     return pos
 
 
-def _produce_acks(raw: bytes, version: int) -> int:
-    """acks of a Produce request (v0-2: first i16 of the body; v3+: after transactional_id).
-
-    Hot path (every Produce request): single-byte varints and empty tagged fields inline.
-    """
+def _produce_acks_slow(raw: bytes, version: int) -> int:
+    """acks of a Produce request, any encoding (long varints, tagged header fields), with
+    the precise ProtocolError when the request is truncated."""
     end = len(raw)
     if end < 14:
         raise _err("Produce request truncated before client_id", 12)
@@ -232,15 +231,8 @@ def _produce_acks(raw: bytes, version: int) -> int:
         raise _err(f"bad client_id length {n}", 12)
     pos = 14 + n if n > 0 else 14
     if is_flexible(PRODUCE, version):
-        if pos < end and raw[pos] == 0:       # no tagged fields in the header
-            pos += 1
-        else:
-            pos = _skip_tagged(raw, pos, end)
-        if pos < end and raw[pos] < 0x80:     # compact nullable string: length + 1, 0 = null
-            n = raw[pos]
-            pos += 1
-        else:
-            n, pos = _uvarint(raw, pos, end)
+        pos = _skip_tagged(raw, pos, end)
+        n, pos = _uvarint(raw, pos, end)   # compact nullable string: length + 1, 0 = null
         pos += n - 1 if n > 0 else 0
     elif version >= 3:
         if pos + 2 > end:
@@ -252,6 +244,42 @@ def _produce_acks(raw: bytes, version: int) -> int:
     if pos + 2 > end:
         raise _err("Produce request truncated before acks", pos)
     return int(_I16.unpack_from(raw, pos)[0])
+
+
+#: the first flexible Produce version (9; from kio, like every flexibility decision here)
+_PRODUCE_FLEXIBLE_FROM = min((v for v in _versions(PRODUCE) if is_flexible(PRODUCE, v)), default=1 << 15)
+_unpack_i16 = _I16.unpack_from
+_unpack_i16_i16 = struct.Struct(">hh").unpack_from        # transactional_id length, acks
+_unpack_u8_u8_i16 = struct.Struct(">BBh").unpack_from     # tagged fields, compact string length, acks
+
+
+def _produce_acks(raw: bytes, version: int) -> int:
+    """acks of a Produce request (v0-2: first i16 of the body; v3+: after transactional_id).
+
+    Hot path (every Produce request): one unpack at the offset the client id gives, and one
+    more only for a transactional id; anything unusual (tagged header fields, a long
+    transactional id in flexible versions, truncation) goes to :func:`_produce_acks_slow`.
+    """
+    try:
+        n: int = _unpack_i16(raw, 12)[0]
+        pos = 14 + n if n > 0 else 14
+        if n >= -1:
+            if version >= _PRODUCE_FLEXIBLE_FROM:
+                tags, slen, acks = _unpack_u8_u8_i16(raw, pos)
+                if tags == 0 and slen <= 1:               # no tags, null/empty transactional id
+                    return int(acks)
+            elif version >= 3:
+                tn, acks = _unpack_i16_i16(raw, pos)
+                if tn <= 0:
+                    if tn >= -1:
+                        return int(acks)
+                else:
+                    return int(_unpack_i16(raw, pos + 2 + tn)[0])
+            else:
+                return int(_unpack_i16(raw, pos)[0])
+    except struct.error:
+        pass
+    return _produce_acks_slow(raw, version)
 
 
 # --- frames ---------------------------------------------------------------------------------
@@ -470,7 +498,8 @@ class KafkaDecoder(Decoder):
 
     def __init__(self, codec: Codec, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(codec, role, limits)
-        self.pending: dict[int, tuple[int, int]] = {}
+        #: correlation id -> (api_key, api_version) of requests sent and not yet answered
+        self.pending: dict[int, list[tuple[int, int]]] = {}
         self._max_frame = limits.kafka_max_frame
         self._is_requests: bool | None = (True if role is Role.REQUESTS else
                                           False if role is Role.RESPONSES else None)
@@ -482,18 +511,21 @@ class KafkaDecoder(Decoder):
             raise FrameTooLarge("kafka frame size", size, self._max_frame, protocol=NAME, offset=pos)
 
     def request_sent(self, frame: Frame) -> None:
-        if frame.kind is not Kind.REQUEST or frame.meta is not None or frame.protocol != NAME:
+        if frame.kind is not _REQUEST or frame.meta is not None or frame.protocol != NAME:
             return
-        meta = kafka_info(frame)
+        _s, key, ver, _c = _unpack_req(frame.raw, 0)
         pending = self.pending
         rid = frame.request_id
         if rid in pending:
             del pending[rid]      # re-insert at the end: eviction below is oldest-first
         elif len(pending) >= MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[rid] = (meta.api_key or 0, meta.api_version or 0)
+        pending[rid] = (key, ver)
 
     def decode(self, buf: Buffer, pos: int = 0) -> Frame | int:
+        # Hot path: one unpack of the request header, one copy, the frame built inline (the
+        # same slots as xproto.framing.fixed.new_frame); Produce adds one or two unpacks for
+        # acks (kind ONEWAY when 0). Responses: see _response.
         avail = len(buf) - pos
         size: int
         if avail < 12:
@@ -510,21 +542,36 @@ class KafkaDecoder(Decoder):
         key: int
         ver: int
         corr: int
-        size, key, ver, corr = _REQ.unpack_from(buf, pos)
+        size, key, ver, corr = _unpack_req(buf, pos)
         if size < 8 or size > self._max_frame:
             self._check_size(size, pos)
         total = size + 4
         if avail < total:
             return total - avail
-        raw = bytes(buf[pos:pos + total])
+        if type(buf) is bytes:
+            raw = buf[pos:pos + total]           # one copy; none when the frame is the whole read
+        elif total < MEMORYVIEW_COPY_MIN:
+            raw = bytes(buf[pos:pos + total])    # bytearray: two small copies beat two views
+        else:
+            raw = copy_out(buf, pos, total)
         is_req = self._is_requests
-        if is_req is None:
-            is_req = self._is_requests = _plausible_request(raw)
-        if is_req:
-            if key == PRODUCE and _produce_acks(raw, ver) == 0:
-                return Frame(self.codec, Kind.ONEWAY, corr, raw)
-            return Frame(self.codec, Kind.REQUEST, corr, raw)
-        return self._response(raw)
+        if not is_req:
+            if is_req is None:
+                is_req = self._is_requests = _plausible_request(raw)
+            if not is_req:
+                return self._response(raw)
+        f = BareFrame()
+        f.raw = raw
+        f.codec = self.codec
+        f.protocol = NAME
+        f.kind = _ONEWAY if key == 0 and _produce_acks(raw, ver) == 0 else _REQUEST
+        f.heartbeat = False
+        f.request_id = f.orig_request_id = corr
+        f.status = None
+        f.body = b""
+        f.meta = None                            # a request: api key/version are in raw
+        f._headers = f._orig_headers = None
+        return f
 
     def _response(self, raw: bytes) -> Frame:
         total = len(raw)
@@ -534,14 +581,48 @@ class KafkaDecoder(Decoder):
         api = self.pending.get(corr)
         if api is None:
             return Frame(self.codec, Kind.RESPONSE, corr, raw, headers={}, meta=_UNKNOWN_RESPONSE)
-        key, ver = api
         status = None
-        eoff = error_code_offset(key, ver)
+        eoff, flexible = _RESPONSE_LAYOUT.get(api) or _response_layout(api)
         if eoff is not None:
-            body = _skip_tagged(raw, 8, total) if response_header_version(key, ver) == 1 else 8
+            if not flexible:
+                body = 8
+            elif total > 8 and raw[8] == 0:      # no tagged fields in the response header
+                body = 9
+            else:
+                body = _skip_tagged(raw, 8, total)
             if body + eoff + 2 <= total:
-                status = int(_I16.unpack_from(raw, body + eoff)[0])
-        return Frame(self.codec, Kind.RESPONSE, corr, raw, status=status, meta=api)
+                status = int(_unpack_i16(raw, body + eoff)[0])
+        f = BareFrame()
+        f.raw = raw
+        f.codec = self.codec
+        f.protocol = NAME
+        f.kind = _RESPONSE
+        f.heartbeat = False
+        f.request_id = f.orig_request_id = corr
+        f.status = status
+        f.body = b""
+        f.meta = api                             # (api_key, api_version) of the request
+        f._headers = f._orig_headers = None
+        return f
+
+
+_REQUEST = Kind.REQUEST       # module constants: an Enum attribute lookup costs ~60 ns
+_ONEWAY = Kind.ONEWAY
+_RESPONSE = Kind.RESPONSE
+_unpack_req = _REQ.unpack_from
+
+#: (api_key, api_version) -> (offset of the top-level error_code in the body or None, whether
+#: the response header has tagged fields); filled for the pairs kio knows (so it is bounded
+#: by kio's schemas, whatever versions a client sends)
+_RESPONSE_LAYOUT: dict[tuple[int, int], tuple[int | None, bool]] = {}
+
+
+def _response_layout(api: tuple[int, int]) -> tuple[int | None, bool]:
+    key, ver = api
+    lay = (error_code_offset(key, ver), response_header_version(key, ver) == 1)
+    if response_schema(key, ver) is not None:
+        _RESPONSE_LAYOUT[api] = lay
+    return lay
 
 
 # --- status mapping ------------------------------------------------------------------------

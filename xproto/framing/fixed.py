@@ -8,7 +8,8 @@ the length of what follows. The decode step is always
    length against a named limit (so the verdict does not depend on TCP chunking and
    nothing is allocated for a hostile length);
 3. fewer than the whole frame buffered -> "need the rest";
-4. copy the frame out of the receive buffer (``bytes(buf[pos:pos + n])``).
+4. copy the frame out of the receive buffer: ``buf[pos:pos + n]`` for ``bytes`` (the common
+   case: the transport's read), :func:`copy_out` otherwise.
 
 These helpers are the shared, protocol-neutral parts of steps 2-4. They are tiny on
 purpose: the hot path of a codec should stay one ``unpack_from`` plus a few compares,
@@ -45,12 +46,31 @@ def check_length(protocol: str, limit_name: str, value: int, maximum: int,
         raise too_large(protocol, limit_name, value, maximum, offset)
 
 
+#: from this size on, a bytearray frame is copied out through a memoryview (one copy) rather
+#: than ``bytes(buf[a:b])`` (two copies, but no view objects): measured crossover 8-16 KiB
+MEMORYVIEW_COPY_MIN = 8192
+
+
+def copy_out(buf: Buffer, pos: int, n: int) -> bytes:
+    """``bytes(buf[pos:pos + n])``, copied as few times as the buffer type allows.
+
+    Decoders inline the ``bytes`` case (``buf[pos:pos + n]``: one copy, none at all when the
+    frame is the whole buffer) and call this for the rest: a ``bytearray`` receive buffer
+    (the proxy's, when a frame spans reads) or a ``memoryview``.
+    """
+    if pos == 0 and n == len(buf):
+        return bytes(buf)                 # the buffer holds exactly this frame: one copy
+    if n < MEMORYVIEW_COPY_MIN or type(buf) is not bytearray:
+        return bytes(buf[pos:pos + n])    # small: two copies beat creating two views
+    return bytes(memoryview(buf)[pos:pos + n])
+
+
 def frame_or_need(buf: Buffer, pos: int, total: int) -> bytes | int:
     """The ``total``-byte frame at ``pos`` copied out of ``buf``, or the bytes still missing."""
     have = len(buf) - pos
     if have < total:
         return total - have
-    return bytes(buf[pos:pos + total])
+    return buf[pos:pos + total] if type(buf) is bytes else copy_out(buf, pos, total)
 
 
 def u32_prefixed_length(buf: Buffer, pos: int, *, protocol: str, limit_name: str, maximum: int,

@@ -3,6 +3,13 @@
 Public API (contract in notes/HESSIAN_API.md): :class:`Reader` (``read``, ``skip``,
 ``read_string``, ``read_int``), :func:`loads`, :func:`load_all`, :func:`dumps`,
 :class:`Writer`, and the Java-typed values of :mod:`.types`.
+
+Beyond the contract: ``Reader(..., end=)`` bounds the stream inside a larger buffer;
+``Reader.skip(count)`` steps over several values in one call; ``read_all()``,
+``at_end()``, ``remaining``, ``dialect`` (what "auto" settled on) and ``class_defs``;
+``Writer.write_int/write_long/write_double/write_string/write_binary/write_date/
+write_null/write_bool`` force a Java type and ``reset_references()`` mirrors Caucho's.
+The writer reproduces Caucho 4.0.38's bytes exactly, binary chunk boundaries included.
 """
 from __future__ import annotations
 

@@ -251,6 +251,22 @@ class Reader:
                     elif pending < -1:
                         pending = -5 - pending
                     continue
+                if 0x30 <= code <= 0x33:  # a string of up to 1023 characters
+                    n = ((code - 0x30) << 8) | data[pos + 1]
+                    end = pos + 2 + n
+                    if end > limit:
+                        raise self._error("truncated string", pos)
+                    if pos + 2 < hi_base or end > hi_end:
+                        self._ascii(pos + 2, end)
+                        hi, hi_base, hi_end = self._hi, self._hi_base, self._hi_end
+                    if hi.find(1, pos + 2 - hi_base, end - hi_base) >= 0:
+                        end = self._skip_utf8(pos + 2, n)
+                    pos = end
+                    if pending > 0:
+                        pending -= 1
+                    elif pending < -1:
+                        pending = -5 - pending
+                    continue
                 kind = kinds[code]
                 if kind == _K_END:
                     if pending != -1 and pending != -2:
@@ -718,15 +734,23 @@ class Reader:
             if n > self._end - self.pos:
                 raise self._error(f"class definition: {n} fields, {self._end - self.pos} bytes left", pos)
             data = self._data
+            limit = self._end
             p = self.pos
             ss = self._skip_str_value
+            hi, base, hi_end = self._hi, self._hi_base, self._hi_end
             for _ in range(n):
+                if p >= limit:
+                    raise self._error("truncated class definition", p)
                 code = data[p]
                 if code < 0x20:  # compact field names, usually ASCII
                     end = p + 1 + code
-                    if end <= self._end and self._ascii(p + 1, end):
-                        p = end
-                        continue
+                    if end <= limit:
+                        if p + 1 < base or end > hi_end:
+                            self._ascii(p + 1, end)
+                            hi, base, hi_end = self._hi, self._hi_base, self._hi_end
+                        if hi.find(1, p + 1 - base, end - base) < 0:
+                            p = end
+                            continue
                 self.pos = p
                 ss()
                 p = self.pos

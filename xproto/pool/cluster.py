@@ -18,13 +18,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xproto.codec import PoolMode, Reason
+from xproto.codec import Codec, PoolMode, Reason
 from xproto.limits import DEFAULT_LIMITS, Limits
 from xproto.pool.batch import Batch
 from xproto.pool.connection import CLOSED, OPEN, UpstreamConnection
 
 if TYPE_CHECKING:
-    from xproto.codec import Codec
     from xproto.pool.request import UpstreamRequest
 
 log = logging.getLogger("xproto.pool")
@@ -65,6 +64,10 @@ class PoolStats:
     """Counters the pool reports; the proxy binds them to its metrics. Default: nothing."""
 
     def upstream_request(self, protocol: str) -> None: ...
+    def counter(self, protocol: str) -> Any:
+        """An object whose int attribute ``requests`` the connection increments per request
+        written (the hot path: no call). Default: a private one nobody reads."""
+        return RequestCounter()
     def upstream_connection(self, protocol: str, delta: int) -> None: ...
     def connect_failure(self, protocol: str) -> None: ...
     def unknown_response(self, protocol: str) -> None: ...
@@ -72,8 +75,16 @@ class PoolStats:
     def heartbeat(self, protocol: str, direction: str) -> None: ...
 
 
+class RequestCounter:
+    __slots__ = ("requests",)
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
 class Endpoint:
-    __slots__ = ("active", "cluster", "failures", "healthy", "host", "pools", "port", "retry_at")
+    __slots__ = ("active", "cluster", "failures", "fast_pools", "healthy", "host", "pools", "port",
+                 "retry_at")
 
     def __init__(self, cluster: Cluster, host: str, port: int) -> None:
         self.host = host
@@ -85,6 +96,8 @@ class Endpoint:
         #: requests assigned to this endpoint and not finished (least_request)
         self.active = 0
         self.pools: dict[tuple[str, PoolMode | None], ConnPool] = {}
+        #: codec -> its pool, for codecs whose pool mode does not depend on the frame
+        self.fast_pools: dict[Any, ConnPool] = {}
 
     def available(self, now: float) -> bool:
         return self.healthy or now >= self.retry_at
@@ -109,6 +122,8 @@ class Endpoint:
         if p is None:
             cls = MultiplexPool if mode is PoolMode.MULTIPLEX else PingPongPool
             p = self.pools[key] = cls(self.cluster, self, codec)
+            if type(codec).pool_mode_for is Codec.pool_mode_for:
+                self.fast_pools[codec] = p
         return p
 
     def bind_pool_for(self, codec: Codec) -> BindPool:
@@ -194,8 +209,12 @@ class MultiplexPool(ConnPool):
             conn = self.open()
         elif n == 1:
             conn = conns[0]
-            if conn.load and self.cluster.settings.max_connections > 1:
+            if self.cluster.settings.max_connections > 1 and conn.load:
                 conn = self.open()
+            elif conn.state == OPEN:
+                req.conn = conn        # conn.send, inlined for the common case
+                conn._write(req)
+                return
         else:
             conn = min(conns, key=_load)
             if conn.load and n < self.cluster.settings.max_connections:
@@ -309,6 +328,8 @@ class Cluster:
         self.limits = limits
         self.rng = rng or random.Random()
         self.endpoints = [Endpoint(self, h, p) for h, p in settings.endpoints]
+        #: the endpoint of a single-endpoint cluster (send's fast path)
+        self.single = self.endpoints[0] if len(self.endpoints) == 1 else None
         self.unhealthy = 0
         self.inflight = 0
         self.rr = 0
@@ -334,6 +355,15 @@ class Cluster:
             return
         req.cluster = self
         self.inflight += 1
+        single = self.single
+        if single is not None and req.owner is None and single.healthy:
+            # one healthy endpoint, shared pools: _dispatch without pick() and pool_for()
+            pool = single.fast_pools.get(codec)
+            if pool is not None:
+                req.endpoint = single
+                single.active += 1
+                pool.send(req)
+                return
         self._dispatch(req, codec)
 
     def _dispatch(self, req: UpstreamRequest, codec: Codec) -> None:

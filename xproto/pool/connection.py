@@ -8,13 +8,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from xproto.codec import Reason, Role
+from xproto.codec import Codec, Decoder, Reason, Role
 from xproto.errors import ProtocolError
 from xproto.frame import Kind
 from xproto.pool.batch import Writable
 
 if TYPE_CHECKING:
-    from xproto.codec import Codec
     from xproto.frame import Frame
     from xproto.pool.cluster import ConnPool
     from xproto.pool.request import UpstreamRequest
@@ -33,6 +32,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         "buf",
         "close_reason",
         "codec",
+        "counter",
         "current",
         "decoder",
         "dirty",
@@ -50,8 +50,10 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         "owner",
         "paused",
         "pending",
+        "plain_encode",
         "pool",
         "queued",
+        "request_sent",
         "state",
         "stats",
         "transport",
@@ -85,6 +87,13 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         #: downstream readers paused because this connection's send buffer is full
         self.blocked: list[Any] = []
         self.stats = cl.stats
+        #: requests written (``counter.requests += 1``: no call on the hot path)
+        self.counter = cl.stats.counter(codec.name)
+        #: the decoder's request_sent, or None when it is the base no-op
+        self.request_sent = (None if type(self.decoder).request_sent is Decoder.request_sent
+                             else self.decoder.request_sent)
+        #: the codec's encode is the base one: skip the call for unparsed frames
+        self.plain_encode = type(codec).encode is Codec.encode
         self.close_reason = ""
         #: optional codec hook: does the connection stay open after this message?
         self.keep_alive = getattr(codec, "keep_alive", None)
@@ -131,7 +140,13 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             req.up_id = uid
             frame.request_id = uid
         try:
-            data = self.codec.encode(frame)
+            if self.plain_encode and frame._headers is None:
+                # codec.encode's own fast path without its calls (headers never parsed,
+                # hence unchanged): the original bytes with the id patched in place
+                data = frame.raw if frame.request_id == frame.orig_request_id \
+                    else self.codec.patch_request_id(frame.raw, frame)
+            else:
+                data = self.codec.encode(frame)
         except ProtocolError as e:
             # this request cannot be written (a codec cannot re-encode it): answer it alone
             req.conn = None
@@ -144,9 +159,18 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                 self.pending[uid] = req
             else:
                 self.current = req
-            self.decoder.request_sent(frame)
-        self.stats.upstream_request(frame.protocol)
-        self.batch.send(self, data)
+            rs = self.request_sent
+            if rs is not None:
+                rs(frame)
+        self.counter.requests += 1
+        self.wbuf.append(data)   # Batch.send, inlined
+        if not self.dirty:
+            batch = self.batch
+            if batch.depth:
+                self.dirty = True
+                batch.dirty.append(self)
+            else:
+                self.flush()
         if not expects:
             req.written()
             if not multiplex:
@@ -215,6 +239,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         else:
             src = data
         decode = self.decoder.decode
+        pending = self.pending if self.multiplex else None
         pos = 0
         n = len(src)
         self.batch.begin()
@@ -224,6 +249,17 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                 if r.__class__ is int:
                     break
                 pos += len(r.raw)  # type: ignore[union-attr]
+                if pending is not None and r.kind is _RESPONSE:  # type: ignore[union-attr]
+                    # the multiplexed response path of _on_frame, inlined
+                    rid = r.request_id  # type: ignore[union-attr]
+                    if rid != self.hb_id:
+                        req = pending.pop(rid, None)
+                        if req is not None:
+                            req.conn = None
+                            req.on_response(r)  # type: ignore[arg-type]
+                            if self.state == CLOSED:
+                                return
+                            continue
                 self._on_frame(r)  # type: ignore[arg-type]
                 if self.state == CLOSED:
                     return

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from xproto.codec import PoolMode, Reason, Role
+from xproto.codec import Codec, PoolMode, Reason, Role
 from xproto.detect import detect
 from xproto.errors import ProtocolError
 from xproto.frame import Frame, Kind
+from xproto.metrics import DURATION_BUCKETS
 from xproto.pool.batch import Writable
 from xproto.proxy.exchange import CLOSE, Exchange
 
 if TYPE_CHECKING:
-    from xproto.codec import Codec
     from xproto.proxy.listener import ListenerRuntime
 
 log = logging.getLogger("xproto.proxy")
@@ -39,6 +40,18 @@ ORDERED_PROTOCOLS = frozenset({"kafka"})
 #: Kafka keeps per-connection state (SASL) and a broker serves a connection's requests one
 #: after another, so a long-polling Fetch on a shared connection would hold up everyone
 BIND_PROTOCOLS = frozenset({"kafka"})
+
+
+def plain_encode(codec: Codec) -> bool:
+    """Whether ``codec.encode`` is the base one: original bytes, id patched via
+    ``patch_request_id``, re-encoded only when headers changed. The proxy then skips the
+    call (and the header comparison) for frames whose headers were never parsed."""
+    return type(codec).encode is Codec.encode
+
+
+def plain_expects(codec: Codec) -> bool:
+    """Whether ``codec.expects_response`` is the base one (``kind is REQUEST``)."""
+    return type(codec).expects_response is Codec.expects_response
 
 
 def needs_order(codec: Codec) -> bool:
@@ -72,7 +85,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         "peer",
         "pending",
         "reading",
+        "plain_encode",
+        "plain_expects",
         "stats",
+        "targets",
         "transport",
         "wbuf",
         "write_paused",
@@ -110,6 +126,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.kafka: Any = None
         #: clusters holding an upstream connection bound to this one
         self.bound: list[Any] = []
+        self.plain_encode = False
+        self.plain_expects = False
+        #: cluster name -> (cluster, its upstream stats) for routes already taken
+        self.targets: dict[str, tuple[Any, Any]] = {}
         if len(lr.candidates) == 1:
             self._use(lr.candidates[0])
 
@@ -126,6 +146,8 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.bind = codec.name in BIND_PROTOCOLS or bool(getattr(codec, "bind_upstream", False))
         # broker addresses are rewritten in kafka responses only (a listener may carry more)
         self.kafka = lr.kafka if codec.name == "kafka" else None
+        self.plain_encode = plain_encode(codec) and self.kafka is None
+        self.plain_expects = plain_expects(codec)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -277,11 +299,17 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                     self._answer_now(frame, codec.encode(reply))
             return
         lr = self.lr
-        api = self.api_of(frame) if self.api_of is not None else ""
         stats = self.stats
-        stats.requests_inc(api)
-        expects = codec.expects_response(frame)
-        ex = Exchange(self, frame, expects, self.loop.time(), api)
+        api_of = self.api_of
+        if api_of is None:
+            api = ""
+            stats.requests += 1
+        else:
+            api = api_of(frame)
+            stats.requests_inc(api)
+        expects = kind is _REQUEST if self.plain_expects else codec.expects_response(frame)
+        now = self.loop.time()
+        ex = Exchange(self, frame, expects, now, api)
         if expects:
             if self.inflight >= lr.max_pending:
                 self._register(ex)
@@ -290,38 +318,33 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                                  f"{self.inflight} requests pending on this connection")
                 return
             self._register(ex)
-        try:
-            route = lr.route(frame)
-        except ProtocolError as e:
-            # the frame is whole but its headers cannot be read (e.g. a broken hessian body):
-            # answer this request, keep the connection
-            stats.decode_error()
-            log.info("listener %s: unreadable %s request from %s: %s", lr.name, codec.name, self.peer, e)
-            if expects:
-                ex.done = True
-                self.local_reply(ex, Reason.BAD_REQUEST, "")
-            return
+        route = lr.fixed_route
         if route is None:
-            if expects:
-                ex.done = True
-                self.local_reply(ex, Reason.NO_ROUTE, "no route for this request")
-            else:
-                stats.local_reply(Reason.NO_ROUTE.value)  # counted, nothing to answer
-            return
-        cluster = lr.clusters.get(route.cluster)
-        if cluster is None:  # config validation makes this impossible; be safe
-            if expects:
-                ex.done = True
-                self.local_reply(ex, Reason.NO_ROUTE, f"unknown cluster {route.cluster}")
-            return
-        proto = cluster.settings.protocol
-        if proto is not None and proto != codec.name:
-            if expects:
-                ex.done = True
-                self.local_reply(ex, Reason.NO_ROUTE,
-                                 f"cluster {cluster.name} speaks {proto}, not {codec.name}")
-            return
-        ex.up_stats = lr.up_stats(cluster.name, codec.name)
+            try:
+                route = lr.route(frame)
+            except ProtocolError as e:
+                # the frame is whole but its headers cannot be read (e.g. a broken hessian
+                # body): answer this request, keep the connection
+                stats.decode_error()
+                log.info("listener %s: unreadable %s request from %s: %s", lr.name, codec.name, self.peer, e)
+                if expects:
+                    ex.done = True
+                    self.local_reply(ex, Reason.BAD_REQUEST, "")
+                return
+            if route is None:
+                if expects:
+                    ex.done = True
+                    self.local_reply(ex, Reason.NO_ROUTE, "no route for this request")
+                else:
+                    stats.local_reply(Reason.NO_ROUTE.value)  # counted, nothing to answer
+                return
+        target = self.targets.get(route.cluster)
+        if target is None:
+            target = self._target(ex, route.cluster)
+            if target is None:
+                return
+        cluster = target[0]
+        ex.up_stats = target[1]
         if self.bind:
             ex.owner = self
             if cluster not in self.bound:
@@ -329,8 +352,29 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         if expects:
             timeout = route.timeout
             if timeout:
-                ex.timer = self.loop.call_later(timeout, ex.on_timeout)
+                ex.timer = lr.timeouts.add(ex, now + timeout)
         cluster.send(ex, codec)
+
+    def _target(self, ex: Exchange, name: str) -> tuple[Any, Any] | None:
+        """The cluster a route names, checked once per connection (then cached in
+        ``targets``); None after answering ``ex`` when it cannot take the request."""
+        codec: Codec = self.codec  # type: ignore[assignment]
+        lr = self.lr
+        cluster = lr.clusters.get(name)
+        if cluster is None:  # config validation makes this impossible; be safe
+            if ex.expects:
+                ex.done = True
+                self.local_reply(ex, Reason.NO_ROUTE, f"unknown cluster {name}")
+            return None
+        proto = cluster.settings.protocol
+        if proto is not None and proto != codec.name:
+            if ex.expects:
+                ex.done = True
+                self.local_reply(ex, Reason.NO_ROUTE,
+                                 f"cluster {cluster.name} speaks {proto}, not {codec.name}")
+            return None
+        target = self.targets[name] = (cluster, lr.up_stats(cluster.name, codec.name))
+        return target
 
     def _register(self, ex: Exchange) -> None:
         self.inflight += 1
@@ -353,13 +397,25 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                 self.local_reply(ex, Reason.UPSTREAM_RESET, f"cannot rewrite broker addresses: {e}")
                 return
         if data is None:
-            data = codec.encode(frame)
+            if self.plain_encode and frame._headers is None:
+                # codec.encode's own fast path, without its calls: the original bytes, the
+                # downstream id patched in (headers never parsed, so never changed)
+                data = frame.raw if frame.request_id == frame.orig_request_id \
+                    else codec.patch_request_id(frame.raw, frame)
+            else:
+                data = codec.encode(frame)
         status = codec.status_to_http(frame)
         stats = self.stats
-        stats.response(status)
-        stats.observe(self.loop.time() - ex.start, ex.api)
-        if ex.up_stats is not None:
-            ex.up_stats.response(status)
+        d = stats.responses
+        d[status] = d.get(status, 0) + 1
+        secs = self.loop.time() - ex.start
+        h = stats.histogram(ex.api) if ex.api else stats.hist
+        h.counts[bisect_left(DURATION_BUCKETS, secs)] += 1
+        h.sum += secs
+        up = ex.up_stats
+        if up is not None:
+            d = up.responses
+            d[status] = d.get(status, 0) + 1
         ka = self.keep_alive
         if ka is not None and not (ka(frame) and ka(ex.frame)):
             ex.close_after = True
@@ -397,7 +453,14 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             self.pending.discard(ex)
             self.inflight -= 1
             if data is not CLOSE:
-                self._write(data)
+                self.wbuf.append(data)   # self._write -> Batch.send, inlined
+                if not self.dirty:
+                    batch = self.batch
+                    if batch.depth:
+                        self.dirty = True
+                        batch.dirty.append(self)
+                    else:
+                        self.flush()
             if data is CLOSE or ex.close_after:
                 self.close()
                 return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from xproto.limits import DEFAULT_LIMITS, Limits
 from xproto.pool.batch import Batch
+from xproto.proxy.timeouts import TimeoutWheel
 
 if TYPE_CHECKING:
     from xproto.codec import Codec
@@ -62,14 +63,21 @@ class ListenerRuntime:
         low_water: int = 256 * 1024,
         kafka: Any = None,
         on_drained: Callable[[], None] | None = None,
+        fixed_route: Any = None,
+        timeouts: TimeoutWheel | None = None,
     ) -> None:
         self.name = name
         self.candidates = candidates
         self.route = route
+        #: the route every request takes when the first route catches everything (no
+        #: header is read, ``route`` is not called); None: ask ``route``
+        self.fixed_route = fixed_route
         self.clusters = clusters
         self.metrics = metrics
         self.loop = loop
         self.batch = batch or Batch()
+        #: request deadlines (shared by the listeners of one proxy)
+        self.timeouts = timeouts if timeouts is not None else TimeoutWheel(loop, batch=self.batch)
         self.limits = limits
         self.max_connections = max_connections
         self.max_pending = max_pending

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +15,7 @@ from xproto.pool.cluster import Cluster, ClusterSettings, PoolStats
 from xproto.proxy.downstream import DownstreamConnection
 from xproto.proxy.kafka import BrokerMap, serve_socket
 from xproto.proxy.listener import FixedRoute, ListenerRuntime
+from xproto.proxy.timeouts import TimeoutWheel
 
 if TYPE_CHECKING:
     from xproto.config import Cluster as ClusterConfig
@@ -42,6 +46,9 @@ class MetricsPoolStats(PoolStats):
 
     def upstream_request(self, protocol: str) -> None:
         self._u(protocol).request()
+
+    def counter(self, protocol: str) -> Any:
+        return self._u(protocol)   # UpstreamStats: ``requests`` is a plain int
 
     def upstream_connection(self, protocol: str, delta: int) -> None:
         g = self._conns.get(protocol)
@@ -103,6 +110,8 @@ class ProxyServer:
         self.want_admin = admin
         self.loop: asyncio.AbstractEventLoop | None = None
         self.batch = Batch()
+        self.timeouts: TimeoutWheel | None = None
+        self._sync_timer: asyncio.TimerHandle | None = None
         self.clusters: dict[str, Cluster] = {}
         self.listeners: dict[str, ListenerRuntime] = {}
         self.extra: list[ListenerRuntime] = []      # kafka per-broker listeners
@@ -117,6 +126,7 @@ class ProxyServer:
     # --- start ---------------------------------------------------------------------------
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
+        self.timeouts = TimeoutWheel(loop, batch=self.batch)
         cfg = self.config
         for c in cfg.clusters:
             s = cluster_settings(c)
@@ -139,7 +149,38 @@ class ProxyServer:
         except BaseException:
             await self.stop(0)
             raise
+        if getattr(self.metrics, "multiprocess_dir", None):
+            self._start_metrics_sync()
         self.ready = True
+
+    # --- multi-worker metrics ------------------------------------------------------------
+    def _start_metrics_sync(self) -> None:
+        """Write this worker's metrics (and its /clusters view) for the other workers'
+        scrapes: now, every SYNC_INTERVAL, on SIGUSR1 (a scrape asking) and at stop."""
+        from xproto.metrics import SYNC_INTERVAL
+        loop = self.loop
+        assert loop is not None
+        m = self.metrics
+        m.extra_provider = self._own_clusters
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, m.sync)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            pass
+        m.sync()   # after the handler: a scrape may signal us as soon as our file exists
+
+        def tick() -> None:
+            m.sync()
+            self._sync_timer = loop.call_later(SYNC_INTERVAL, tick)
+        self._sync_timer = loop.call_later(SYNC_INTERVAL, tick)
+
+    def _stop_metrics_sync(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+            self.metrics.sync()
+            if self.loop is not None:
+                with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                    self.loop.remove_signal_handler(signal.SIGUSR1)
 
     async def _start_listener(self, li: Listener) -> None:
         from xproto.router import RouteTable
@@ -153,7 +194,7 @@ class ProxyServer:
             limits=li.codec_limits(), max_connections=lim.max_connections,
             max_pending=lim.max_pending_per_connection, frame_timeout=lim.frame_timeout,
             idle_timeout=lim.idle_timeout, high_water=lim.high_water, low_water=lim.low_water,
-            on_drained=self._check_drained,
+            on_drained=self._check_drained, fixed_route=table.catch_all, timeouts=self.timeouts,
         )
         if any(c.name == "kafka" for c in candidates):
             self._setup_kafka(li, lr, table)
@@ -209,12 +250,15 @@ class ProxyServer:
             r = table.route(frame)   # the listener's routes decide what is allowed and the timeout
             return None if r is None else FixedRoute(name, r.timeout)
 
+        catch_all = table.catch_all
         blr = ListenerRuntime(
             parent.name, [codec], route, clusters, self.metrics, loop, self.batch,
             limits=parent.limits, max_connections=parent.max_connections,
             max_pending=parent.max_pending, frame_timeout=parent.frame_timeout,
             idle_timeout=parent.idle_timeout, high_water=parent.high_water,
             low_water=parent.low_water, kafka=parent.kafka, on_drained=self._check_drained,
+            fixed_route=None if catch_all is None else FixedRoute(name, catch_all.timeout),
+            timeouts=self.timeouts,
         )
         self.extra.append(blr)
 
@@ -243,10 +287,21 @@ class ProxyServer:
     def all_listeners(self) -> list[ListenerRuntime]:
         return list(self.listeners.values()) + self.extra
 
-    def clusters_snapshot(self) -> dict[str, Any]:
+    def _own_clusters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"clusters": [c.snapshot() for c in self.clusters.values()]}
         if self.kafka_maps:
             out["kafka_brokers"] = {n: m.snapshot() for n, m in self.kafka_maps.items()}
+        return out
+
+    def clusters_snapshot(self) -> dict[str, Any]:
+        """/clusters: this process's pools; with ``--workers N`` also every other live
+        worker's (``workers``: their last snapshot, at most a second old)."""
+        out = self._own_clusters()
+        m = self.metrics
+        if getattr(m, "multiprocess_dir", None):
+            out["pid"] = os.getpid()
+            out["workers"] = [{"pid": s.get("pid"), **(s.get("extra") or {})}
+                              for s in m.worker_snapshots(refresh=False) if s.get("alive")]
         return out
 
     def inflight(self) -> int:
@@ -286,6 +341,9 @@ class ProxyServer:
                 conn.close()
         for c in self.clusters.values():
             c.close()
+        if self.timeouts is not None:
+            self.timeouts.close()
+        self._stop_metrics_sync()
         if self.admin is not None:
             self.admin.stop()
         for lr in self.all_listeners():

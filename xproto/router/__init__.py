@@ -127,6 +127,18 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self._routes)
 
+    @property
+    def catch_all(self) -> Route | None:
+        """The route of every request when the first route has no conditions and one
+        cluster (the common single-route listener): the proxy then skips ``route()`` and
+        never reads a header. None otherwise."""
+        if not self._routes:
+            return None
+        r = self._routes[0]
+        if r.protocol is None and not r.tests and r.fixed is not None:
+            return r.fixed
+        return None
+
     def route(self, frame: Frame | Any) -> Route | None:
         """The first route whose conditions hold for ``frame``; None when none does."""
         proto = frame.protocol

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import selectors
@@ -95,7 +94,7 @@ def metric(admin: str, name: str) -> float:
     with urllib.request.urlopen(admin + "/metrics", timeout=5) as r:
         text = r.read().decode()
     total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M):
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE):
         total += float(m.group(1))
     return total
 

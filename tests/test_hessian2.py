@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from test_hessian2_util import expected, load_caucho_extra, load_vectors, same
@@ -29,7 +30,7 @@ from xproto.hessian2 import (
     load_all,
     loads,
 )
-from xproto.limits import DEFAULT_LIMITS
+from xproto.limits import DEFAULT_LIMITS, Limits
 
 VECTORS = load_vectors()
 SINGLE = [v for v in VECTORS if "value" in v]
@@ -417,3 +418,124 @@ def test_read_and_skip_agree_on_depth_for_empty_containers() -> None:
         for op in ("read", "skip"):
             with pytest.raises(LimitExceeded):
                 getattr(Reader(too_deep), op)()
+
+
+# ------------------------------------------------------------------ skip's fast paths
+# skip() takes runs of atomic values, flat containers and a class definition with its
+# first instance by one regex match each; the rest goes through its loop. Whatever path
+# it takes, it must end where read() ends, number the same references and classes (and
+# decode them on demand to what read() built) and reject what read() rejects.
+
+
+def _s(text: str) -> bytes:
+    return dumps(text)
+
+
+def _check_skip(data: bytes, n: int, **kw: Any) -> None:
+    r1 = Reader(data, **kw)
+    for _ in range(n):
+        r1.read()
+    r2 = Reader(data, **kw)
+    r2.skip(n)
+    assert r2.pos == r1.pos
+    assert len(r2._refs) == len(r1._refs)
+    assert all(type(x) is int for x in r2._refs)
+    assert len(r2._defs) == len(r1._defs)
+    assert r2.class_defs == r1.class_defs
+    for i, built in enumerate(r1._refs):
+        assert same(r2._ref(i, 0), built), i
+    for cut in range(r1.pos):
+        for op in ("read", "skip"):
+            r = Reader(data[:cut], **kw)
+            with pytest.raises(ProtocolError):
+                if op == "read":
+                    for _ in range(n):
+                        r.read()
+                else:
+                    r.skip(n)
+
+
+_ATOMS: list[Any] = [
+    0, -16, 47, 2047, -262144, 2**31 - 1, Long(3), Long(2**40), 0.0, 1.0, 12.25, 1e300, -128.0,
+    None, True, False, "", "a", "x" * 31, "y" * 32, "z" * 255, "w" * 256, "v" * 1023, "é",
+    "é" * 40, "😀", "ab😀cd" * 7, b"", b"q" * 15, b"r" * 16, Date(1700000000000, False),
+]
+
+
+@pytest.mark.parametrize("dialect", ["auto", "hessian2"])
+def test_skip_runs_of_atoms_of_every_kind(dialect: str) -> None:
+    values = _ATOMS * 2  # 62 values: runs longer than one match counts
+    _check_skip(b"".join(dumps(v) for v in values), len(values), dialect=dialect)
+    for v in _ATOMS:
+        _check_skip(dumps(v) + b"\x91", 2, dialect=dialect)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [{"a": 1, "b": "c", "d": None, 2: 3.5, "e": True}],
+        [{"k": "é", "n": "x" * 40}, {"k": "😀"}],
+        [{"a": {"b": [1, 2]}, "c": [{"d": 1}, []]}, [1, [2, [3]]]],
+        [[1, "two", 3.0], [], list(range(9)), ["é"] * 3, [[]] * 8],
+        [TypedMap({"a": 1}, "java.util.TreeMap"), TypedList(["a"], "java.util.LinkedList")],
+        [
+            JavaObject("a.B", {"x": 1, "s": "t", "d": 1.5, "l": Long(5), "f": False}),
+            JavaObject("a.B", {"x": 2, "s": "é", "d": 0.0, "l": Long(-1), "f": True}),
+            JavaObject("a.C", {"m": {"k": [1]}, "o": JavaObject("a.B", {"x": 3, "s": "", "d": 1.0,
+                                                                       "l": Long(0), "f": None})}),
+        ],
+        [JavaObject("a.Wide", {f"f{i}": i for i in range(16)}), JavaObject("a.Wide", {f"f{i}": -i for i in range(16)})],
+        [JavaObject("org.apache.dubbo.rpc.RpcInvocation", {"é": 1, "": 2})],
+        [JavaObject("a.E", {})] * 2 + [JavaObject("a.E", {})],
+    ],
+    ids=["flat-map", "map-non-ascii", "nested", "lists", "typed", "objects", "wide", "long-names", "empty"],
+)
+def test_skip_containers_and_objects(values: list[Any]) -> None:
+    w = Writer()
+    for v in values:
+        w.write(v)
+    w.write({"after": 1})  # attachments-like map after the skipped values
+    _check_skip(w.getvalue(), len(values) + 1)
+
+
+def test_skip_variable_lists_and_interleaved_class_definitions() -> None:
+    # W ... Z lists, flat and not; class B defined between A and A's instance
+    _check_skip(b"W\x91\x02abZ" + b"W\x91H\x91\x92ZZ" + b"W\x5a", 3)
+    data = (b"C" + _s("a.A") + b"\x91" + _s("x") + b"C" + _s("a.B") + b"\x92" + _s("y") + _s("z")
+            + b"\x60\x91" + b"\x92" + b"\x61\x93\x94" + b"\x60\x95")
+    _check_skip(data, 4)
+
+
+def test_skip_rejects_what_read_rejects_on_the_fast_paths() -> None:
+    for data in (
+        b"H\x91Z",  # a key without its value
+        b"H\x91\x92\x93Z",
+        b"W\x91\x92",  # unterminated
+        b"\x7a\x91",  # two items announced, one there
+        b"C\x01A\x92\x01x\x01y\x60\x91",  # an instance with a field missing
+        b"\x61\x91",  # an undefined class
+        b"\x05ab\xff\xfe\x41",  # bad UTF-8 in a compact string
+        b"\x30\x20" + b"\xff" * 32,  # and in a short one
+    ):
+        for op in ("read", "skip"):
+            with pytest.raises(ProtocolError):
+                r = Reader(data)
+                while not r.at_end():
+                    getattr(r, op)()
+
+
+def test_skip_fast_paths_keep_the_limits() -> None:
+    obj = dumps(JavaObject("a.B", {"x": 1}))
+    two_classes = dumps([JavaObject("a.B", {"x": 1}), JavaObject("a.C", {"y": 1})])
+    cases = [
+        (obj, Limits(hessian_max_objects=0)),
+        (obj, Limits(hessian_max_depth=0)),
+        (dumps({"a": 1}), Limits(hessian_max_objects=0)),
+        (dumps([1, 2]), Limits(hessian_max_depth=0)),
+        (two_classes, Limits(hessian_max_classdefs=1)),
+        (dumps([[1], [2]]), Limits(hessian_max_objects=2)),
+    ]
+    for data, limits in cases:
+        for op in ("read", "skip"):
+            with pytest.raises(LimitExceeded):
+                getattr(Reader(data, limits=limits), op)()

@@ -390,3 +390,25 @@ def test_ipv6_and_reuse_port() -> None:
             AdminServer(a.address, Metrics()).start()  # without reuse_port: address in use
     finally:
         a.stop()
+
+
+def test_heartbeat_directions_include_upstream_reply() -> None:
+    from xproto.metrics import HEARTBEAT_DIRECTIONS
+    assert set(HEARTBEAT_DIRECTIONS) == {"downstream_reply", "upstream_sent", "upstream_ok",
+                                         "upstream_missed", "upstream_reply"}
+
+
+def test_hot_path_counts_are_plain_numbers_read_at_scrape() -> None:
+    m = Metrics()
+    d = m.downstream("l", "dubbo")
+    d.requests += 3                      # what the proxy's hot path does
+    d.hist.observe(0.00005)              # exactly on a bound: counted in that bucket (le)
+    d.hist.observe(100.0)                # beyond the last bound: +Inf only
+    s = samples(m.exposition().decode())
+    assert s["xproto_downstream_requests_total"] == {L(listener="l", protocol="dubbo", api=""): 3.0}
+    b = s["xproto_request_duration_seconds_bucket"]
+    assert b[L(listener="l", protocol="dubbo", api="", le="5e-05")] == 1.0
+    assert b[L(listener="l", protocol="dubbo", api="", le="60.0")] == 1.0
+    assert b[L(listener="l", protocol="dubbo", api="", le="+Inf")] == 2.0
+    assert m.registry.get_sample_value("xproto_request_duration_seconds_sum",
+                                       {"listener": "l", "protocol": "dubbo", "api": ""}) == pytest.approx(100.00005)

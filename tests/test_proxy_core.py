@@ -109,6 +109,61 @@ def test_multiplex_ids_rewritten_and_wrap_at_32_bits() -> None:
     arun(body())
 
 
+def test_ids_passed_through_when_free_else_fresh() -> None:
+    """Id passthrough (issue 6): a request keeps its own id upstream when no other request
+    holds it on that connection (no patching either way); a clash takes a generator id."""
+    async def body() -> None:
+        up = await Upstream("bolt", bolt_echo()).start()
+        async with proxy(cfg({"a": [up.addr]}, [{"cluster": "a"}])) as p:
+            c1 = await Client("bolt").connect(p.listener_address("main"))
+            c2 = await Client("bolt").connect(p.listener_address("main"))
+            up.delay = 0.3          # c1's requests are still in flight when c2's arrive
+            for i in range(3):
+                c1.send(bolt_req(100 + i, content=b"c1-%d" % i))
+            await until(lambda: len(up.requests()) == 3)
+            for i in range(3):
+                c2.send(bolt_req(100 + i, content=b"c2-%d" % i))
+            await until(lambda: len(up.requests()) == 6)
+            ids = [f.request_id for f in up.requests()]
+            assert ids[:3] == [100, 101, 102]           # passed through
+            assert len(set(ids)) == 6                   # c2's clash: fresh ids
+            r1 = await c1.recv(3, timeout=5)
+            r2 = await c2.recv(3, timeout=5)
+            assert sorted((f.request_id, content(f)) for f in r1) == [
+                (100 + i, b"c1-%d" % i) for i in range(3)]
+            assert sorted((f.request_id, content(f)) for f in r2) == [
+                (100 + i, b"c2-%d" % i) for i in range(3)]
+            c1.close()
+            c2.close()
+        await up.close()
+    arun(body())
+
+
+def test_timed_out_id_not_passed_through_again() -> None:
+    """A request that timed out may still be answered late: its id is not handed to the
+    next request that carries it, so the late answer cannot be taken for that one's."""
+    async def body() -> None:
+        up = await Upstream("bolt", bolt_echo()).start()
+        up.delay = 0.4
+        routes = [{"cluster": "a", "timeout": "100ms"}]
+        async with proxy(cfg({"a": [up.addr]}, routes)) as p:
+            c = await Client("bolt").connect(p.listener_address("main"))
+            c.send(bolt_req(7, content=b"first"))
+            (f,) = await c.recv(1)
+            assert f.status == 7                       # timed out
+            up.delay = 0.0
+            c.send(bolt_req(7, content=b"second"))     # the same id, while the late one is due
+            (f,) = await c.recv(1, timeout=5)
+            assert f.request_id == 7 and content(f) == b"second" and f.status == 0
+            ids = [g.request_id for g in up.requests()]
+            assert ids[0] == 7 and ids[1] != 7
+            await until(lambda: metric(p, "xproto_upstream_unknown_responses_total",
+                                       cluster="a", protocol="bolt") == 1)
+            c.close()
+        await up.close()
+    arun(body())
+
+
 def test_unknown_response_id_dropped_and_counted() -> None:
     async def body() -> None:
         def respond(f: Frame) -> bytes:

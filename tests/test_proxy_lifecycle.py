@@ -151,6 +151,12 @@ def test_workers_share_the_port_and_merge_metrics(tmp_path) -> None:
             assert st == 200
             m = re.search(rb'xproto_downstream_requests_total\{api="",listener="rpc",protocol="bolt"\} (\S+)', text)
             assert m and float(m.group(1)) == n        # merged over both workers
+            # /clusters: the answering worker's pools and the other worker's (its snapshot)
+            st, text = await loop.run_in_executor(None, _get, admin + "/clusters")
+            view = json.loads(text)
+            assert st == 200 and [c["name"] for c in view["clusters"]] == ["a"]
+            assert len(view["workers"]) == 1 and view["workers"][0]["pid"] != view["pid"]
+            assert [c["name"] for c in view["workers"][0]["clusters"]] == ["a"]
             proc.send_signal(signal.SIGTERM)
             assert await finish(proc, lines) == 0
         finally:

@@ -335,3 +335,48 @@ def test_http_answers_in_request_order_property(paths: list, cuts: list, fates: 
         else:
             assert f.status == 504
     assert conn.inflight == 0 and not t.closed
+
+
+# --- the timeout wheel (issue 6: no call_later per request) ----------------------------------
+
+class _Item:
+    def __init__(self, log: list[Any], name: str, loop: FakeLoop) -> None:
+        self.log, self.name, self.loop = log, name, loop
+
+    def on_timeout(self) -> None:
+        self.log.append((self.name, self.loop.now))
+
+
+def test_timeout_wheel_fires_never_early_at_most_one_slot_late_and_cancels() -> None:
+    from xproto.proxy.timeouts import TimeoutWheel
+    loop = FakeLoop()
+    w = TimeoutWheel(loop, resolution=0.01)  # type: ignore[arg-type]
+    log: list[Any] = []
+    a, b, c = (_Item(log, n, loop) for n in "abc")
+    w.add(a, 1.003)
+    sb = w.add(b, 0.5)
+    w.add(c, 1.0)
+    assert len([h for h in loop.timers if not h.cancelled]) == 1   # one loop timer, not three
+    w.cancel(b, sb)
+    loop.advance(0.999)
+    assert log == []
+    loop.advance(0.001)
+    assert [n for n, _ in log] == ["c"]
+    loop.advance(0.005)
+    assert [n for n, _ in log] == ["c"]                             # 1.005: a's slot ends at 1.01
+    loop.advance(0.0051)
+    assert [n for n, _ in log] == ["c", "a"] and 1.003 <= log[1][1] <= 1.013
+    loop.advance(10)
+    assert len(log) == 2 and len(w) == 0
+    assert all(h.cancelled for h in loop.timers)                    # nothing left armed
+
+
+def test_request_timeouts_share_one_loop_timer() -> None:
+    conn, t, loop, cl, _m = make()
+    for rid in range(1, 51):
+        conn.data_received(bolt_req(rid, "svc.A"))
+    assert len(cl.sent) == 50
+    assert len([h for h in loop.timers if not h.cancelled]) == 1
+    loop.advance(1.01)
+    assert sorted(f.request_id for f in t.frames()) == list(range(1, 51))
+    assert all(f.status == 7 for f in t.frames())

@@ -32,13 +32,13 @@ class Frame:
     """
 
     __slots__ = (
-        "protocol", "kind", "heartbeat", "request_id", "orig_request_id", "status",
-        "raw", "body", "meta", "codec", "_headers", "_orig_headers",
+        "_headers", "_orig_headers", "body", "codec", "heartbeat", "kind", "meta",
+        "orig_request_id", "protocol", "raw", "request_id", "status",
     )
 
     def __init__(
         self,
-        codec: "Codec",
+        codec: Codec,
         kind: Kind,
         request_id: int,
         raw: bytes,
@@ -127,4 +127,7 @@ class BareFrame(Frame):
     """
 
     __slots__ = ()
-    __init__ = object.__init__  # type: ignore[assignment]
+    if TYPE_CHECKING:
+        def __init__(self) -> None: ...
+    else:
+        __init__ = object.__init__

@@ -449,6 +449,8 @@ class BoltCodec(Codec):
         return bytes(b)
 
     def patch_request_id(self, raw: bytes, frame: Frame) -> bytes:
+        if raw[0] == PROTO_V1:                   # the common case: no CRC, id at bytes 5-8
+            return raw[:5] + _U32.pack(frame.request_id & 0xFFFFFFFF) + raw[9:]
         lay = layout(raw)
         b = bytearray(raw)
         _U32.pack_into(b, lay.id_offset, frame.request_id & 0xFFFFFFFF)

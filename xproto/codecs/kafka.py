@@ -68,6 +68,8 @@ PRODUCE = 0
 MIN_REQUEST_SIZE = 10
 #: the most correlation ids a RESPONSES decoder remembers (bounded memory, oldest evicted)
 MAX_PENDING = 65536
+#: the most requests remembered under one correlation id (a client reusing ids while in flight)
+MAX_SAME_ID = 64
 
 # Inter-broker APIs that kio (KRaft-era schemas) does not carry.
 _EXTRA_NAMES = {4: "LeaderAndIsr", 5: "StopReplica", 6: "UpdateMetadata", 7: "ControlledShutdown"}
@@ -260,6 +262,7 @@ def _produce_acks(raw: bytes, version: int) -> int:
     more only for a transactional id; anything unusual (tagged header fields, a long
     transactional id in flexible versions, truncation) goes to :func:`_produce_acks_slow`.
     """
+    acks: int
     try:
         n: int = _unpack_i16(raw, 12)[0]
         pos = 14 + n if n > 0 else 14
@@ -267,16 +270,18 @@ def _produce_acks(raw: bytes, version: int) -> int:
             if version >= _PRODUCE_FLEXIBLE_FROM:
                 tags, slen, acks = _unpack_u8_u8_i16(raw, pos)
                 if tags == 0 and slen <= 1:               # no tags, null/empty transactional id
-                    return int(acks)
+                    return acks
             elif version >= 3:
                 tn, acks = _unpack_i16_i16(raw, pos)
                 if tn <= 0:
                     if tn >= -1:
-                        return int(acks)
+                        return acks
                 else:
-                    return int(_unpack_i16(raw, pos + 2 + tn)[0])
+                    acks = _unpack_i16(raw, pos + 2 + tn)[0]
+                    return acks
             else:
-                return int(_unpack_i16(raw, pos)[0])
+                acks = _unpack_i16(raw, pos)[0]
+                return acks
     except struct.error:
         pass
     return _produce_acks_slow(raw, version)
@@ -498,8 +503,9 @@ class KafkaDecoder(Decoder):
 
     def __init__(self, codec: Codec, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(codec, role, limits)
-        #: correlation id -> (api_key, api_version) of requests sent and not yet answered
-        self.pending: dict[int, list[tuple[int, int]]] = {}
+        #: correlation id -> (api_key, api_version) of the request in flight, or a list of them
+        #: (oldest first) when a client reuses an id before its response came
+        self.pending: dict[int, tuple[int, int] | list[tuple[int, int]]] = {}
         self._max_frame = limits.kafka_max_frame
         self._is_requests: bool | None = (True if role is Role.REQUESTS else
                                           False if role is Role.RESPONSES else None)
@@ -513,19 +519,31 @@ class KafkaDecoder(Decoder):
     def request_sent(self, frame: Frame) -> None:
         if frame.kind is not _REQUEST or frame.meta is not None or frame.protocol != NAME:
             return
+        key: int
+        ver: int
         _s, key, ver, _c = _unpack_req(frame.raw, 0)
+        api = (key, ver)
         pending = self.pending
         rid = frame.request_id
-        if rid in pending:
-            del pending[rid]      # re-insert at the end: eviction below is oldest-first
-        elif len(pending) >= MAX_PENDING:
-            del pending[next(iter(pending))]
-        pending[rid] = (key, ver)
+        q = pending.get(rid)
+        if q is None:                            # the common case: one request per id in flight
+            if len(pending) >= MAX_PENDING:
+                del pending[next(iter(pending))]  # oldest first
+            pending[rid] = api
+        elif isinstance(q, list):
+            if len(q) >= MAX_SAME_ID:
+                del q[0]
+            q.append(api)
+        else:                                    # the id reused while in flight: answered in order
+            pending[rid] = [q, api]
 
     def decode(self, buf: Buffer, pos: int = 0) -> Frame | int:
         # Hot path: one unpack of the request header, one copy, the frame built inline (the
         # same slots as xproto.framing.fixed.new_frame); Produce adds one or two unpacks for
-        # acks (kind ONEWAY when 0). Responses: see _response.
+        # acks (kind ONEWAY when 0). Responses: _decode_response.
+        is_req = self._is_requests
+        if is_req is False:
+            return self._decode_response(buf, pos)
         avail = len(buf) - pos
         size: int
         if avail < 12:
@@ -535,10 +553,10 @@ class KafkaDecoder(Decoder):
             self._check_size(size, pos)
             if size + 4 > avail:
                 return size + 4 - avail
-            # a whole frame under 12 bytes: only a response is that small (requests: >= 12)
-            if self._is_requests is None:
-                self._is_requests = False
-            return self._response(bytes(buf[pos:pos + size + 4]))
+            # a whole frame under 12 bytes: only a response is that small (requests: >= 12,
+            # and _check_size refused it on a request stream)
+            self._is_requests = False
+            return self._decode_response(buf, pos)
         key: int
         ver: int
         corr: int
@@ -554,12 +572,10 @@ class KafkaDecoder(Decoder):
             raw = bytes(buf[pos:pos + total])    # bytearray: two small copies beat two views
         else:
             raw = copy_out(buf, pos, total)
-        is_req = self._is_requests
-        if not is_req:
-            if is_req is None:
-                is_req = self._is_requests = _plausible_request(raw)
+        if is_req is None:                       # Role.ANY: the first frame decides
+            is_req = self._is_requests = _plausible_request(raw)
             if not is_req:
-                return self._response(raw)
+                return self._decode_response(buf, pos)
         f = BareFrame()
         f.raw = raw
         f.codec = self.codec
@@ -573,15 +589,40 @@ class KafkaDecoder(Decoder):
         f._headers = f._orig_headers = None
         return f
 
-    def _response(self, raw: bytes) -> Frame:
-        total = len(raw)
-        corr: int = _RESP.unpack_from(raw, 0)[1]
-        # Kept, not popped: correlation ids are unique on a connection until they wrap at 2**31
-        # (then request_sent overwrites the entry); memory is bounded by MAX_PENDING.
-        api = self.pending.get(corr)
+    def _decode_response(self, buf: Buffer, pos: int) -> Frame | int:
+        avail = len(buf) - pos
+        size: int
+        corr: int
+        if avail < 8:
+            if avail < 4:
+                return 4 - avail
+            size = _I32.unpack_from(buf, pos)[0]
+            self._check_size(size, pos)
+            return size + 4 - avail              # > 0: _check_size refused sizes under 4
+        size, corr = _unpack_resp(buf, pos)
+        if size < 4 or size > self._max_frame:
+            self._check_size(size, pos)
+        total = size + 4
+        if avail < total:
+            return total - avail
+        if type(buf) is bytes:
+            raw = buf[pos:pos + total]
+        elif total < MEMORYVIEW_COPY_MIN:
+            raw = bytes(buf[pos:pos + total])
+        else:
+            raw = copy_out(buf, pos, total)
+        # Popped: a long-lived connection must not keep every id it ever carried (memory
+        # stays flat; MAX_PENDING bounds requests that are never answered)
+        got = self.pending.pop(corr, None)
+        api: tuple[int, int] | None
+        if isinstance(got, list):                # the id is in flight more than once
+            api = got.pop(0)
+            self.pending[corr] = got[0] if len(got) == 1 else got
+        else:
+            api = got
         if api is None:
             return Frame(self.codec, Kind.RESPONSE, corr, raw, headers={}, meta=_UNKNOWN_RESPONSE)
-        status = None
+        status: int | None = None
         eoff, flexible = _RESPONSE_LAYOUT.get(api) or _response_layout(api)
         if eoff is not None:
             if not flexible:
@@ -591,7 +632,7 @@ class KafkaDecoder(Decoder):
             else:
                 body = _skip_tagged(raw, 8, total)
             if body + eoff + 2 <= total:
-                status = int(_unpack_i16(raw, body + eoff)[0])
+                status = _unpack_i16(raw, body + eoff)[0]
         f = BareFrame()
         f.raw = raw
         f.codec = self.codec
@@ -610,6 +651,7 @@ _REQUEST = Kind.REQUEST       # module constants: an Enum attribute lookup costs
 _ONEWAY = Kind.ONEWAY
 _RESPONSE = Kind.RESPONSE
 _unpack_req = _REQ.unpack_from
+_unpack_resp = _RESP.unpack_from
 
 #: (api_key, api_version) -> (offset of the top-level error_code in the body or None, whether
 #: the response header has tagged fields); filled for the pairs kio knows (so it is bounded
@@ -725,9 +767,8 @@ class KafkaCodec(Codec):
         return h
 
     def patch_request_id(self, raw: bytes, frame: Frame) -> bytes:
-        out = bytearray(raw)
-        _I32.pack_into(out, 8 if frame.meta is None else 4, frame.request_id)
-        return bytes(out)
+        at = 8 if frame.meta is None else 4      # request: after size, api key, version
+        return raw[:at] + _I32.pack(frame.request_id) + raw[at + 4:]
 
     def encode_changed(self, frame: Frame) -> bytes:
         """Only ``client_id`` of a request can change (api key/version/name are the schema)."""

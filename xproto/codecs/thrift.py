@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, frame_error
 from xproto.errors import FrameTooLarge, LimitExceeded, ProtocolError
 from xproto.frame import Frame, Kind
+from xproto.framing.fixed import new_frame
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -690,8 +691,8 @@ class ThriftDecoder(Decoder):
             if meta.opaque:
                 meta.payload_off = start
                 # the message type is inside the transformed payload: the decoder's role tells
-                return Frame(self.codec, Kind.RESPONSE if self.role is Role.RESPONSES else Kind.REQUEST,
-                             meta.theader_seq, raw, body=memoryview(raw)[start:], meta=meta)
+                return new_frame(self.codec, Kind.RESPONSE if self.role is Role.RESPONSES else Kind.REQUEST,
+                                 meta.theader_seq, raw, False, None, memoryview(raw)[start:], meta)
         else:
             start = 4
         try:
@@ -703,8 +704,8 @@ class ThriftDecoder(Decoder):
             if (raw[start] == 0x80) != (hproto is Proto.BINARY):
                 raise _err("THeader protocol id does not match the payload", pos + start)
         kind, status = _kind_status(raw, meta, body, total, self.limits)
-        return Frame(self.codec, kind, _read_seqid(raw, meta), raw, status=status,
-                     body=memoryview(raw)[body:], meta=meta)
+        return new_frame(self.codec, kind, _read_seqid(raw, meta), raw, False, status,
+                         memoryview(raw)[body:], meta)
 
     def _decode_unframed(self, buf: Buffer, pos: int, n: int) -> Frame | int:
         if n - pos < self._unframed_need:
@@ -732,8 +733,8 @@ class ThriftDecoder(Decoder):
             setattr(meta, attr, getattr(meta, attr) - pos)
         body -= pos
         kind, status = _kind_status(raw, meta, body, len(raw), limits)
-        return Frame(self.codec, kind, _read_seqid(raw, meta), raw, status=status,
-                     body=memoryview(raw)[body:], meta=meta)
+        return new_frame(self.codec, kind, _read_seqid(raw, meta), raw, False, status,
+                         memoryview(raw)[body:], meta)
 
 
 # --- codec -------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ bounded by :class:`xproto.limits.Limits`. Malformed input raises only
 
 Dispatch is a 256-entry table of handlers per dialect, indexed by the first byte; the
 most frequent values are decoded inline in ``read()``. ``skip()`` is one loop with an
-explicit stack and builds nothing for the skipped value; what a later ``read()`` may still
+explicit stack and builds nothing for the skipped value: runs of atomic values, containers
+of them and a class definition with its first instance are each stepped over by one
+precompiled regex match (:class:`_Runs`), the rest token by token; what a later ``read()`` may still
 need (references to skipped lists/maps/objects, class definitions, type names) is
 recorded as the byte offset where it starts and decoded on demand.
 
@@ -52,11 +54,14 @@ _f64 = _F64.unpack_from
 _UNIT = rb"(?:[\x00-\x7f]|[\xc0-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf][\x80-\xbf])"
 _UNIT_RUNS = [(k, re.compile(_UNIT + b"{%d}" % k)) for k in (4096, 512, 64, 8, 1)]
 _ASCII_RUN = re.compile(rb"[\x00-\x7f]*")
+_ascii_run = _ASCII_RUN.match
 _HI_TABLE = bytes([0] * 0x80 + [1] * 0x80)
 _HI_WINDOW = 1 << 16
 
 # What skip()'s loop does with a code (per dialect): see _kinds_for().
-_K_NONE, _K_END, _K_CLASSDEF, _K_UNTIL_END, _K_LIST_DIRECT, _K_OBJECT_DIRECT, _K_MAP = range(7)
+# (skip() has these values as literals)
+(_K_NONE, _K_RUN, _K_SHORT, _K_MAP, _K_UNTIL_END, _K_LIST_DIRECT, _K_OBJECT_DIRECT, _K_CLASSDEF,
+ _K_END) = range(9)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _UTF8_LEN = bytes(
     [1] * 0x80 + [0] * 0x40 + [2] * 0x20 + [3] * 0x10 + [4] * 0x08 + [0] * 0x08
@@ -97,9 +102,11 @@ class Reader:
         "_int_read",
         "_kinds",
         "_limits",
+        "_max_classdefs",
         "_max_depth",
         "_max_objects",
         "_refs",
+        "_runs",
         "_skip_table",
         "_str_read",
         "_str_skip",
@@ -131,7 +138,12 @@ class Reader:
         self._hi_base = 0
         self._hi_end = -1
         self._limits = limits
-        self._set_dialect(dialect)
+        try:  # (_set_dialect, inline)
+            (self._table, self._skip_table, self._str_read, self._str_skip, self._int_read, self._fixed,
+             self._kinds, self._runs) = _CONFIG[dialect]
+        except KeyError:
+            raise ValueError(f"unknown hessian dialect {dialect!r}") from None
+        self._dialect = dialect
         # Shared references: the object, or the int offset where a skipped one starts.
         self._refs: list[Any] = []
         # Class definitions: ClassDef, or the offset of its name when it was skipped.
@@ -141,6 +153,7 @@ class Reader:
         self._depth = 0
         self._max_depth = limits.hessian_max_depth
         self._max_objects = limits.hessian_max_objects
+        self._max_classdefs = limits.hessian_max_classdefs
 
     # ------------------------------------------------------------------ public API
 
@@ -179,10 +192,12 @@ class Reader:
         """Step over the next value (or ``count`` values) without building it.
 
         One loop over the tokens with an explicit stack of "values still to skip" per
-        open container: the usual Dubbo arguments (strings, numbers, maps, lists, objects
-        of known classes) never leave it. Everything else goes to the skip table.
-        Lists, maps and objects skipped are numbered for references all the same (their
-        offsets are kept, to decode them if a later reference points at one).
+        open container. Runs of atomic values (numbers, null, booleans, ASCII compact
+        strings, short binaries) are stepped over by one precompiled regex match each
+        (:class:`_Runs`: the match counts them, nothing is built); the loop itself only
+        sees containers, class definitions and the rarer forms. Lists, maps and objects
+        skipped are numbered for references all the same (their offsets are kept, to
+        decode them if a later reference points at one).
         """
         data = self._data
         pos = self.pos
@@ -194,35 +209,29 @@ class Reader:
             except IndexError:
                 raise self._error("unexpected end of data", pos) from None
             size = fixed[code]
-            if size:  # one atomic value: no loop
+            if size and code >= 0x20:  # one atomic value: no loop
                 end = pos + size
                 if end > limit:
                     raise self._error("truncated value", pos)
-                if code < 0x20 and code:
-                    base = self._hi_base
-                    if pos + 1 < base or end > self._hi_end:
-                        self._ascii(pos + 1, end)
-                        base = self._hi_base
-                    if self._hi.find(1, pos + 1 - base, end - base) >= 0:
-                        end = self._skip_utf8(pos + 1, code)
                 self.pos = end
-                return
-            if 0x30 <= code <= 0x33 and pos + 2 <= limit:  # strings of up to 1023 chars
-                self.pos = self._skip_utf8(pos + 2, ((code - 0x30) << 8) | data[pos + 1])
                 return
         elif count <= 0:
             if count < 0:
                 raise ValueError("count must not be negative")
             return
         kinds = self._kinds
+        runs = self._runs
+        tag = _TAG[self._dialect]
         refs = self._refs
-        hi = self._hi
-        hi_base = self._hi_base
-        hi_end = self._hi_end
+        max_objects = self._max_objects
+        max_depth = self._max_depth
+        base = depth = self._depth
         # values left at this level; -1: a list until the end marker; -2/-3: a map until
         # the end marker, expecting a key/a value
         pending = count
         stack: list[int] = []
+        # (the kinds are literals below: _K_RUN 1, _K_SHORT 2, _K_MAP 3, _K_UNTIL_END 4,
+        # _K_LIST_DIRECT 5, _K_OBJECT_DIRECT 6, _K_CLASSDEF 7, _K_END 8, _K_NONE 0)
         try:
             while True:
                 if pending == 0:
@@ -230,36 +239,52 @@ class Reader:
                         self.pos = pos
                         return
                     pending = stack.pop()
-                    self._depth -= 1
+                    depth -= 1
                     continue
                 code = data[pos]
-                size = fixed[code]
-                if size:
-                    end = pos + size
-                    if end > limit:
-                        raise self._error("truncated value", pos)
-                    if code < 0x20 and code:
-                        # a compact string: its length in bytes if it is ASCII
-                        if pos + 1 < hi_base or end > hi_end:
-                            self._ascii(pos + 1, end)
-                            hi, hi_base, hi_end = self._hi, self._hi_base, self._hi_end
-                        if hi.find(1, pos + 1 - hi_base, end - hi_base) >= 0:
-                            end = self._skip_utf8(pos + 1, code)
-                    pos = end
+                kind = kinds[code]
+                if kind == 1:  # _K_RUN: a run of atomic values, by one regex match
                     if pending > 0:
-                        pending -= 1
-                    elif pending < -1:
-                        pending = -5 - pending
-                    continue
-                if 0x30 <= code <= 0x33:  # a string of up to 1023 characters
+                        m = runs[_RUN_K[pending] if pending < _RUN_MAX else _RUN_MAX](data, pos)
+                        n = m.lastindex
+                        if n:
+                            pos = m.end()
+                            pending -= n
+                            continue
+                    elif pending == -1:
+                        end = runs.until_end(data, pos).end()
+                        if end > pos:
+                            pos = end
+                            continue
+                    else:
+                        m = runs.pairs(data, pos)
+                        end = m.end()
+                        if end > pos:
+                            pos = end
+                            if m.lastindex:  # an odd number: key <-> value
+                                pending = -5 - pending
+                            continue
+                    size = fixed[code]
+                    if size:
+                        # what a run does not take: a truncated value, a non-ASCII string
+                        end = pos + size
+                        if end > limit:
+                            raise self._error("truncated value", pos)
+                        if code < 0x20 and code:  # a compact string, not ASCII
+                            end = self._skip_utf8(pos + 1, code)
+                        pos = end
+                        if pending > 0:
+                            pending -= 1
+                        elif pending < -1:
+                            pending = -5 - pending
+                        continue
+                    kind = 2  # a short string the run did not take
+                if kind == 2:  # _K_SHORT: a string of up to 1023 characters
                     n = ((code - 0x30) << 8) | data[pos + 1]
                     end = pos + 2 + n
                     if end > limit:
                         raise self._error("truncated string", pos)
-                    if pos + 2 < hi_base or end > hi_end:
-                        self._ascii(pos + 2, end)
-                        hi, hi_base, hi_end = self._hi, self._hi_base, self._hi_end
-                    if hi.find(1, pos + 2 - hi_base, end - hi_base) >= 0:
+                    if _ascii_run(data, pos + 2, end).end() != end:  # type: ignore[union-attr]
                         end = self._skip_utf8(pos + 2, n)
                     pos = end
                     if pending > 0:
@@ -267,57 +292,90 @@ class Reader:
                     elif pending < -1:
                         pending = -5 - pending
                     continue
-                kind = kinds[code]
-                if kind == _K_END:
-                    if pending != -1 and pending != -2:
-                        raise self._error("unexpected end marker", pos)
+                if 3 <= kind <= 6:
+                    # a container: lists, maps, objects are numbered for references
+                    if len(refs) >= max_objects:
+                        raise self._limit("hessian objects", len(refs) + 1, max_objects, pos)
+                    if depth >= max_depth:
+                        raise self._limit("hessian nesting depth", depth + 1, max_depth, pos)
+                    if kind == 3:  # _K_MAP
+                        n = -2
+                        m = runs.flat_map(data, pos)
+                    elif kind == 6:  # _K_OBJECT_DIRECT
+                        i = code - 0x60
+                        if i >= len(self._defs):
+                            raise self._error(f"object of undefined class #{i}", pos)
+                        n = self._defs[i][1]
+                        m = runs.exact[n](data, pos + 1) if n <= _EXACT_MAX else None
+                    elif kind == 4:  # _K_UNTIL_END
+                        n = -1
+                        m = runs.flat_list(data, pos)
+                    else:  # _K_LIST_DIRECT
+                        n = code - 0x78
+                        m = runs.exact[n](data, pos + 1)
+                    refs.append(pos << 2 | tag)
+                    if pending > 0:
+                        pending -= 1
+                    elif pending < -1:
+                        pending = -5 - pending
+                    if m is not None:
+                        # only atomic values inside: one match took the whole container
+                        pos = m.end()
+                        continue
+                    depth += 1
                     pos += 1
-                    pending = 0
+                    stack.append(pending)
+                    pending = n
                     continue
-                if kind == _K_NONE:
-                    self.pos = pos
-                    pos = self._skip_table[code](self, pos)
-                    fixed, kinds = self._fixed, self._kinds  # "auto" may have settled
+                if kind == 7:  # _K_CLASSDEF, not a value: the instance follows
+                    m = runs.classdef(data, pos)
+                    if m is None or len(self._defs) >= self._max_classdefs:
+                        self._define_class(pos + 1, False)
+                        pos = self.pos
+                        continue
+                    # compact name, up to 15 compact ASCII field names: one match
+                    defs = self._defs
+                    defs.append([None, data[m.start(1)] - 0x90, pos + 1])
+                    i = m.lastindex
+                    if i == 1:  # no instance of atomic fields follows
+                        pos = m.end()
+                        continue
+                    pos = m.start(i)
+                    if data[pos] - 0x60 != len(defs) - 1:
+                        continue  # an instance of another class: the loop's
+                    # an instance of this class, of atomic fields only: taken whole
+                    if len(refs) >= max_objects:
+                        raise self._limit("hessian objects", len(refs) + 1, max_objects, pos)
+                    if depth >= max_depth:
+                        raise self._limit("hessian nesting depth", depth + 1, max_depth, pos)
+                    refs.append(pos << 2 | tag)
+                    pos = m.end()
                     if pending > 0:
                         pending -= 1
                     elif pending < -1:
                         pending = -5 - pending
                     continue
-                if kind == _K_CLASSDEF:  # not a value: the instance follows
-                    self._define_class(pos + 1, False)
-                    pos = self.pos
+                if kind == 8:  # _K_END
+                    if pending != -1 and pending != -2:
+                        raise self._error("unexpected end marker", pos)
+                    pos += 1
+                    pending = 0
                     continue
-                # a container: lists, maps, objects are numbered for references
-                if len(refs) >= self._max_objects:
-                    raise self._limit("hessian objects", len(refs) + 1, self._max_objects, pos)
-                if kind == _K_UNTIL_END:
-                    n = -1
-                elif kind == _K_MAP:
-                    n = -2
-                elif kind == _K_LIST_DIRECT:
-                    n = code - 0x78
-                else:  # _K_OBJECT_DIRECT
-                    i = code - 0x60
-                    if i >= len(self._defs):
-                        raise self._error(f"object of undefined class #{i}", pos)
-                    n = self._defs[i][1]
-                depth = self._depth + 1
-                if depth > self._max_depth:
-                    raise self._limit("hessian nesting depth", depth, self._max_depth, pos)
-                refs.append(pos << 2 | _TAG[self._dialect])
+                # _K_NONE: everything else, by the dialect's skip handler
+                self.pos = pos
                 self._depth = depth
-                pos += 1
+                pos = self._skip_table[code](self, pos)
+                # "auto" may have settled
+                fixed, kinds, runs = self._fixed, self._kinds, self._runs
+                tag = _TAG[self._dialect]
                 if pending > 0:
                     pending -= 1
                 elif pending < -1:
                     pending = -5 - pending
-                stack.append(pending)
-                pending = n
         except IndexError:
             raise self._error("unexpected end of data", pos) from None
         finally:
-            if stack:  # an error inside containers: give their depth back
-                self._depth -= len(stack)
+            self._depth = base
 
     def _ascii(self, start: int, end: int) -> bool:
         """Whether data[start:end] is all ASCII, without slicing it."""
@@ -374,7 +432,7 @@ class Reader:
     def _set_dialect(self, dialect: str) -> None:
         try:
             (self._table, self._skip_table, self._str_read, self._str_skip, self._int_read, self._fixed,
-             self._kinds) = _CONFIG[dialect]
+             self._kinds, self._runs) = _CONFIG[dialect]
         except KeyError:
             raise ValueError(f"unknown hessian dialect {dialect!r}") from None
         self._dialect = dialect
@@ -1449,8 +1507,13 @@ _FIXED: dict[str, bytes] = {_FINAL: _fixed_sizes(_SKIP_TABLES[_FINAL])}
 def _kinds_for(skip: list[Callable[[Reader, int], int]]) -> bytes:
     """Per code, how skip()'s loop treats it, judged by the dialect's skip handler."""
     out = [_K_NONE] * 256
+    fixed = _fixed_sizes(skip)
     for code, fn in enumerate(skip):
-        if fn is _s_map:
+        if fixed[code] or fn is _s_str_short and code == 0x30:  # what _Runs' atoms take
+            out[code] = _K_RUN
+        elif fn is _s_str_short:
+            out[code] = _K_SHORT
+        elif fn is _s_map:
             out[code] = _K_MAP
         elif fn is _s_list_var:
             out[code] = _K_UNTIL_END
@@ -1507,6 +1570,115 @@ _READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = _READ_TABLES[_FINAL], _SKIP_TABLES[_F
 _FIXED[_SOFA] = _FIXED[_AUTO] = _FIXED[_FINAL]
 _KINDS[_SOFA] = _KINDS[_AUTO] = _KINDS[_FINAL]
 
+_RUN_MAX = 8  # the most atomic values one regex match counts
+# the run that may take ``pending`` values: powers of two, fewer patterns to compile
+_RUN_K = (0, 1, 2, 2, 4, 4, 4, 4, 8)
+_EXACT_MAX = 64  # the most fields of an object taken by one match (one pattern per count)
+
+
+class _Runs(dict):  # type: ignore[type-arg]
+    """Regexes that step over runs of atomic values of one dialect, building nothing.
+
+    An atomic value is one whose code gives its size (``_FIXED``), an ASCII compact
+    string or an ASCII short string of 32..255 characters; the alternatives are disjoint
+    by their first bytes, so a match never backtracks. ``runs[k](data, pos)`` takes up to
+    ``k`` values: ``k`` nested optional groups, so ``lastindex`` is how many it took and
+    ``end()`` where they end. ``until_end`` takes any number, ``pairs`` any number and
+    says by its ``lastindex`` whether that number was odd; ``flat_*`` and ``exact[n]``
+    take a whole container of atomic values only, ``classdef`` a class definition (and
+    the instance of atomic fields that follows it). A value a run does not take (a
+    truncated one, a non-ASCII string) is left to skip()'s loop, which reports or walks
+    it. Every pattern is compiled on first use (they are large: imports stay fast).
+    """
+
+    __slots__ = ("atom", "classdef", "exact", "flat_list", "flat_map", "light", "name", "pairs",
+                 "until_end")
+
+    def __init__(self, fixed: bytes) -> None:
+        super().__init__()
+        strings = []
+        by_size: dict[int, list[int]] = {}
+        for code in range(256):
+            size = fixed[code]
+            if not size:
+                continue
+            if 0 < code < 0x20:
+                strings.append(b"\\x%02x[\\x00-\\x7f]{%d}" % (code, code))
+            else:
+                by_size.setdefault(size, []).append(code)
+        # the engine tries the alternatives in order: strings first (the usual Dubbo
+        # argument); the short form (0x30) of 32..255 ASCII characters too, as one
+        # alternative (descriptors and service names are often longer than 31)
+        short = [b"\\x%02x[\\x00-\\x7f]{%d}" % (n, n) for n in range(32, 256)]
+        sized = [
+            b"[" + b"".join(b"\\x%02x" % c for c in codes) + b"]" + (b".{%d}" % (size - 1) if size > 1 else b"")
+            for size, codes in sorted(by_size.items())
+        ]
+        self.atom = b"(?:" + b"|".join([*strings, b"\\x30(?:" + b"|".join(short) + b")", *sized]) + b")"
+        self.light = b"(?:" + b"|".join(sized + strings) + b")"  # without the short strings
+        self.name = b"(?:" + b"|".join(strings) + b")"  # class and field names
+        # numbers first for object fields and list items (strings are the rarer there)
+        self.exact = _Exact(b"(?:" + b"|".join([*sized, *strings, b"\\x30(?:" + b"|".join(short) + b")"]) + b")")
+
+    def __missing__(self, k: int) -> Callable[..., re.Match[bytes] | None]:
+        pattern = b""
+        for _ in range(k):
+            pattern = b"(?:(" + self.atom + b")" + pattern + b")?+"
+        fn = self[k] = re.compile(pattern, re.DOTALL).match
+        return fn
+
+    def __getattr__(self, attr: str) -> Callable[..., re.Match[bytes] | None]:
+        # (only for a pattern not compiled yet: then the slot holds it)
+        atom, name = self.atom, self.name
+        if attr == "until_end":
+            pattern = atom + b"*+"
+        elif attr == "pairs":
+            pattern = b"(?:" + atom + atom + b")*+(" + atom + b")?+"
+        elif attr == "flat_list":  # (W and H: only where 'Z' is the end marker, _kinds_for)
+            pattern = b"\\x57" + atom + b"*+\\x5a"
+        elif attr == "flat_map":
+            pattern = b"\\x48(?:" + atom + atom + b")*+\\x5a"
+        elif attr == "classdef":
+            # compact ASCII name, field count 0..15 (group 1), compact ASCII field names,
+            # and when it follows, a direct-code object whose fields are all atomic (its
+            # code is group lastindex, 2 + field count; the light atoms: 16 copies)
+            light = self.light
+            pattern = b"\\x43" + name + b"(?=([\\x90-\\x9f]))(?:" + b"|".join(
+                b"\\x%02x" % (0x90 + n) + (name + b"{%d}" % n if n else b"")
+                + b"(?:([\\x60-\\x6f])" + (light + b"{%d}" % n if n else b"") + b")?+"
+                for n in range(16)
+            ) + b")"
+        else:
+            raise AttributeError(attr)
+        fn = re.compile(pattern, re.DOTALL).match
+        setattr(self, attr, fn)
+        return fn
+
+
+class _Exact(dict):  # type: ignore[type-arg]
+    """``exact[n](data, pos)``: exactly ``n`` atomic values, or None (compiled on first use)."""
+
+    __slots__ = ("atom",)
+
+    def __init__(self, atom: bytes) -> None:
+        super().__init__()
+        self.atom = atom
+
+    def __missing__(self, n: int) -> Callable[..., re.Match[bytes] | None]:
+        fn = self[n] = re.compile(b"(?:" + self.atom + b"){%d}+" % n if n else b"", re.DOTALL).match
+        return fn
+
+
+_RUNS: dict[bytes, _Runs] = {}
+
+
+def _runs_for(fixed: bytes) -> _Runs:
+    runs = _RUNS.get(fixed)
+    if runs is None:
+        runs = _RUNS[fixed] = _Runs(fixed)
+    return runs
+
+
 # Everything a Reader needs per dialect, in _set_dialect's order.
 _CONFIG: dict[str, tuple[Any, ...]] = {}
 
@@ -1530,7 +1702,7 @@ def _typed_handlers(name: str) -> tuple[dict[int, Any], dict[int, Any], dict[int
 def _configure() -> None:
     for name in _DIALECTS:
         _CONFIG[name] = (_READ_TABLES[name], _SKIP_TABLES[name], *_typed_handlers(name),
-                         _FIXED[name], _KINDS[name])
+                         _FIXED[name], _KINDS[name], _runs_for(_FIXED[name]))
 
 
 _configure()

@@ -4,6 +4,12 @@ Connections append to their own ``wbuf`` through :meth:`Batch.send`. Inside a ba
 (``begin()`` .. ``end()``, i.e. while a ``data_received`` or a timer runs) the first append
 marks the connection dirty; ``end()`` writes each dirty connection once. Outside a batch the
 bytes are written at once.
+
+Deferred writes (:meth:`Batch.defer`, used for upstream connections when the batch has a
+``loop``): the connection is written once per event-loop iteration instead of once per read,
+so requests that arrive on many downstream connections in one poll (128 clients with one
+request each) leave in one write on the shared upstream connection. uvloop runs ``call_soon``
+callbacks after every I/O callback of the poll, before it polls again.
 """
 from __future__ import annotations
 
@@ -36,11 +42,39 @@ class Writable:
 
 
 class Batch:
-    __slots__ = ("depth", "dirty")
+    __slots__ = ("deferred", "depth", "dirty", "loop", "scheduled")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: Any = None) -> None:
         self.depth = 0
         self.dirty: list[Writable] = []
+        #: with a loop: deferred writes are flushed once per loop iteration
+        self.loop = loop
+        self.deferred: list[Writable] = []
+        self.scheduled = False
+
+    def defer(self, w: Writable) -> None:
+        """``w`` (not dirty, bytes in its ``wbuf``) is written at the end of this loop
+        iteration; without a loop, as :meth:`send` would."""
+        loop = self.loop
+        if loop is None:
+            if self.depth:
+                w.dirty = True  # type: ignore[misc]
+                self.dirty.append(w)
+            else:
+                w.flush()
+            return
+        w.dirty = True  # type: ignore[misc]
+        self.deferred.append(w)
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.flush_deferred)
+
+    def flush_deferred(self) -> None:
+        self.scheduled = False
+        ws = self.deferred
+        self.deferred = []
+        for w in ws:
+            w.flush()
 
     def begin(self) -> None:
         self.depth += 1

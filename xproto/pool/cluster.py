@@ -51,6 +51,10 @@ class ClusterSettings:
     low_water: int = 256 * 1024
     #: first id of every new connection's generator (test hook: start near the wrap)
     id_start: int = 1
+    #: multiplexed connections reuse the downstream request id upstream when it is free on
+    #: that connection (no id patch on the request nor on the response); off: every upstream
+    #: id comes from the connection's generator
+    id_passthrough: bool = True
     #: ping-pong pools carry one request per connection: their own cap (default: same)
     max_connections_pingpong: int = 0
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xproto.pool")
 
 CONNECTING, OPEN, CLOSED = 0, 1, 2
+#: id passthrough stops on a connection after this many requests were abandoned in flight
+MAX_TAINTED = 4096
 _RESPONSE = Kind.RESPONSE
 _REQUEST = Kind.REQUEST
 
@@ -48,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         "multiplex",
         "next_id",
         "owner",
+        "passthrough",
         "paused",
         "pending",
         "plain_encode",
@@ -56,6 +59,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         "request_sent",
         "state",
         "stats",
+        "tainted",
         "transport",
         "wbuf",
     )
@@ -94,6 +98,14 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                              else self.decoder.request_sent)
         #: the codec's encode is the base one: skip the call for unparsed frames
         self.plain_encode = type(codec).encode is Codec.encode
+        #: id passthrough: the largest id the downstream id may be to be reused upstream
+        #: (0: off). A request's own id, when free on this connection, saves patching the
+        #: id into the request and back into the response.
+        bits = codec.request_id_bits
+        self.passthrough = ((1 << bits) - 1) if (multiplex and bits and cl.settings.id_passthrough) else 0
+        #: ids of requests forgotten while in flight (timeouts, downstream gone): their late
+        #: responses may still come, so passthrough must not hand them out again
+        self.tainted: set[int] = set()
         self.close_reason = ""
         #: optional codec hook: does the connection stay open after this message?
         self.keep_alive = getattr(codec, "keep_alive", None)
@@ -128,15 +140,17 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         multiplex = self.multiplex
         expects = req.expects
         if multiplex:
-            uid = self.next_id()
-            if expects:
-                pending = self.pending
-                if uid in pending or uid == self.hb_id:
-                    # wrapped onto an id still in flight: take the next free one (bounded)
-                    for _ in range(len(pending) + 2):
-                        uid = self.next_id()
-                        if uid not in pending and uid != self.hb_id:
-                            break
+            uid = frame.orig_request_id
+            pending = self.pending
+            if not (0 < uid <= self.passthrough and uid not in pending and uid != self.hb_id
+                    and uid not in self.tainted):
+                uid = self.next_id()
+            if expects and (uid in pending or uid == self.hb_id):
+                # wrapped onto an id still in flight: take the next free one (bounded)
+                for _ in range(len(pending) + 2):
+                    uid = self.next_id()
+                    if uid not in pending and uid != self.hb_id:
+                        break
             req.up_id = uid
             frame.request_id = uid
         try:
@@ -163,14 +177,10 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             if rs is not None:
                 rs(frame)
         self.counter.requests += 1
-        self.wbuf.append(data)   # Batch.send, inlined
+        self.wbuf.append(data)
         if not self.dirty:
-            batch = self.batch
-            if batch.depth:
-                self.dirty = True
-                batch.dirty.append(self)
-            else:
-                self.flush()
+            # one write per loop iteration for all the requests it got (Batch.defer)
+            self.batch.defer(self)
         if not expects:
             req.written()
             if not multiplex:
@@ -182,8 +192,16 @@ class UpstreamConnection(asyncio.Protocol, Writable):
     def forget(self, req: UpstreamRequest) -> None:
         """``req`` was answered locally (timeout) or its downstream left."""
         if self.multiplex:
-            if self.pending.get(req.up_id) is req:
-                del self.pending[req.up_id]
+            uid = req.up_id
+            if self.pending.get(uid) is req:
+                del self.pending[uid]
+                if self.passthrough:
+                    tainted = self.tainted
+                    tainted.add(uid)
+                    if len(tainted) > MAX_TAINTED:
+                        # many requests abandoned in flight: back to generator ids only
+                        self.passthrough = 0
+                        tainted.clear()
         elif self.current is req:
             # a late response would be taken for the next request's: this connection is spent
             self.current = None
@@ -295,6 +313,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             req = self.pending.pop(rid, None)
             if req is None:
                 self.stats.unknown_response(self.codec.name)
+                self.tainted.discard(rid)   # the late answer came: the id is free again
                 return
         else:
             req = self.current

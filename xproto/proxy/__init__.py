@@ -15,8 +15,14 @@ request):
 * Every request that expects a response gets exactly one answer: the upstream's response
   (forwarded as its original bytes with the downstream id patched back) or a local reply
   built by ``codec.error_reply`` (no route, no healthy upstream, timeout, overflow, upstream
-  reset, bad request). ``Exchange.done`` guards the rest; timeouts are ``call_later``
-  handles cancelled on the answer. One-way requests never create a pending entry.
+  reset, bad request). ``Exchange.done`` guards the rest; timeouts live in one
+  :class:`~xproto.proxy.timeouts.TimeoutWheel` per proxy (5 ms slots, one loop timer), not
+  a ``call_later`` per request. One-way requests never create a pending entry.
+* Hot path (issue 6): a listener whose first route catches everything never reads a header
+  (``ListenerRuntime.fixed_route``); frames leave as their original bytes, and a multiplexed
+  upstream connection reuses the downstream request id when it is free there (no id patch
+  either way; :class:`xproto.pool.ClusterSettings.id_passthrough`); metrics are plain ints
+  read at scrape time (:mod:`xproto.metrics`).
 * Ping-pong protocols (HTTP/1.1) and Kafka get their answers in request order (later
   answers wait for earlier ones); multiplexed ones as they come. Kafka downstream
   connections are bound to a dedicated upstream connection (per-connection state such as
@@ -24,8 +30,10 @@ request):
   FindCoordinator and DescribeCluster responses are rewritten to per-broker listeners
   opened on discovery (:mod:`xproto.proxy.kafka`).
 * Output produced while handling one read is written once per transport
-  (:class:`xproto.pool.Batch`); reading pauses while a connection's unsent data is above its
-  high-water mark, or while the upstream connection it writes to is.
+  (:class:`xproto.pool.Batch`); an upstream connection is written once per event-loop
+  iteration (the requests of every downstream read of one poll leave in one write);
+  reading pauses while a connection's unsent data is above its high-water mark, or while
+  the upstream connection it writes to is.
 * ``stop(grace)``: stop accepting, wait (bounded) for in-flight requests, answer the rest
   locally, close. ``--workers N``: N forked processes sharing the ports (SO_REUSEPORT),
   one set of pools each (:mod:`xproto.proxy.workers`).

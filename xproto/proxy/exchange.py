@@ -58,6 +58,8 @@ class Exchange(UpstreamRequest):
         t = self.timer
         if t is not None:
             t.pop(self, None)
+            if not t:
+                t.clear()   # an emptied slot gives its table back now, not at its deadline
             self.timer = None
         # release(), inlined (the per-response path)
         conn = self.conn
@@ -89,6 +91,8 @@ class Exchange(UpstreamRequest):
         t = self.timer
         if t is not None:
             t.pop(self, None)
+            if not t:
+                t.clear()   # an emptied slot gives its table back now, not at its deadline
             self.timer = None
         self.release()
         self.down.local_reply(self, reason, message)
@@ -115,6 +119,8 @@ class Exchange(UpstreamRequest):
         t = self.timer
         if t is not None:
             t.pop(self, None)
+            if not t:
+                t.clear()   # an emptied slot gives its table back now, not at its deadline
             self.timer = None
         self.release()
 

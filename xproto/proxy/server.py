@@ -126,12 +126,15 @@ class ProxyServer:
     # --- start ---------------------------------------------------------------------------
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
+        self.batch.loop = loop   # upstream writes: once per loop iteration
         self.timeouts = TimeoutWheel(loop, batch=self.batch)
         cfg = self.config
         for c in cfg.clusters:
             s = cluster_settings(c)
             if c.name in self.id_start:
+                # the hook tests the generator (its wrap): no downstream ids passed through
                 s.id_start = self.id_start[c.name]
+                s.id_passthrough = False
             self.clusters[c.name] = Cluster(s, loop, self.batch, MetricsPoolStats(self.metrics, c.name))
         try:
             for li in cfg.listeners:
@@ -240,7 +243,7 @@ class ProxyServer:
         s = ClusterSettings(name=name, endpoints=[(host, port)], protocol="kafka")
         if template is not None:
             for f in ("connect_timeout", "max_connections", "max_pending", "high_water", "low_water",
-                      "connect_attempts", "backoff_min", "backoff_max", "id_start"):
+                      "connect_attempts", "backoff_min", "backoff_max", "id_start", "id_passthrough"):
                 setattr(s, f, getattr(template, f))
         cluster = Cluster(s, loop, self.batch, MetricsPoolStats(self.metrics, name))
         clusters = {name: cluster}

@@ -3,8 +3,11 @@ pools, all accepting on the same ports (``SO_REUSEPORT``: the kernel spreads con
 
 * Listener ports given as 0 are resolved once in the supervisor (a bound, non-listening
   ``SO_REUSEPORT`` socket keeps the port reserved), so every worker listens on the same port.
-* Metrics: prometheus multiprocess mode in a fresh directory; worker 0 serves the admin
-  endpoint, whose /metrics merges every worker's values. /clusters shows worker 0's pools.
+* Metrics: every worker writes snapshots of its counters to a fresh directory
+  (:meth:`xproto.metrics.Metrics.sync`); worker 0 serves the admin endpoint, whose /metrics
+  first asks the other workers for a fresh snapshot (SIGUSR1) and merges every worker's
+  values. /clusters shows worker 0's pools and, under ``workers``, every other live
+  worker's (from its last snapshot, at most a second old).
 * Kafka broker listeners are per worker: each worker advertises its own broker ports, and a
   client follows the addresses of the worker that answered it.
 * SIGTERM/SIGINT are forwarded to the workers; the supervisor exits 0 when all did. A worker
@@ -50,6 +53,8 @@ def _reserve(config: Config) -> list[socket.socket]:
 def _child(config: Config, index: int, mpdir: str, ready_fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    # a scrape's "write your metrics now" must never kill a worker that is still starting
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     code = 1
 
     def ready() -> None:

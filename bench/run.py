@@ -5,14 +5,14 @@ pinned to one core.
     python bench/run.py --quick          # < 8 minutes: dubbo, bolt, http
     python bench/run.py --full           # + thrift, kafka, more rounds
     python bench/run.py --protocols dubbo --shapes 1x1,8x16 --rounds 2 --seconds 2
-    python bench/run.py --protocols dubbo --shapes 8x16,128x1 --targets relay,xproto,xproto2 \
-        --proxy-cores 0,1                # --workers 2 (target xproto2) with both cores
+    # --workers 2 (target xproto2), the proxies on both cores:
+    python bench/run.py --protocols dubbo --shapes 8x16,128x1 --targets relay,xproto,xproto2 --proxy-cores 0,1
 
 A compiled load generator (bench/loadgen.c) and upstream (bench/upstream.c) are built with
 gcc on first use. Prints requests/s, p50/p99, the proxy's CPU µs per request (from
 /proc/<pid>/stat) and the ratios xproto/relay and xproto/haproxy. A run during which other
-processes took CPU on the pinned core is discarded and re-run (at most twice; a run that
-still fails is kept and flagged). The load generator validates every response: its id must
+processes took CPU on the pinned core is discarded and re-run (once with ``--quick``, which
+thus stays under 8 minutes, else twice; a run that still fails is kept and flagged). The load generator validates every response: its id must
 be one in flight on that connection (HTTP: in order); a bad id, a broken stream or a closed
 connection is an error, and a run with errors is flagged ``ERR`` in the table.
 

@@ -21,8 +21,10 @@ stays in it.
 """
 from __future__ import annotations
 
+import os
 import re
 import struct
+import sys
 from bisect import bisect_left
 from codecs import utf_8_decode
 from collections.abc import Callable
@@ -66,6 +68,16 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UTF8_LEN = bytes(
     [1] * 0x80 + [0] * 0x40 + [2] * 0x20 + [3] * 0x10 + [4] * 0x08 + [0] * 0x08
 )  # 0 = not a lead byte
+
+# The optional C accelerator (_speedups.c, built by setup.py when a compiler is there):
+# skip()'s loop for the simple cases; XPROTO_PURE_PYTHON=1 ignores it.
+_skip_loop: Callable[..., tuple[int, int, int]] | None = None
+if os.environ.get("XPROTO_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from ._speedups import skip_loop as _skip_loop
+    except ImportError:  # no compiler at install time: the pure-Python path
+        _skip_loop = None
+SPEEDUPS = _skip_loop is not None  # which path is active (the bench prints it)
 
 _SOFA = "sofa"
 _FINAL = "hessian2"
@@ -230,10 +242,18 @@ class Reader:
         # the end marker, expecting a key/a value
         pending = count
         stack: list[int] = []
+        # the C loop takes the simple tokens and returns before any other (the loop below
+        # handles that one, then hands back); None: the pure-Python path
+        fast = _skip_loop if count <= _C_MAX else None
+        defs = self._defs
+        max_classdefs = self._max_classdefs
         # (the kinds are literals below: _K_RUN 1, _K_SHORT 2, _K_MAP 3, _K_UNTIL_END 4,
         # _K_LIST_DIRECT 5, _K_OBJECT_DIRECT 6, _K_CLASSDEF 7, _K_END 8, _K_NONE 0)
         try:
             while True:
+                if fast is not None:
+                    pos, pending, depth = fast(data, pos, limit, pending, stack, depth, max_depth, refs,
+                                               max_objects, tag, defs, max_classdefs, kinds, fixed)
                 if pending == 0:
                     if not stack:
                         self.pos = pos
@@ -1570,6 +1590,7 @@ _READ_TABLES[_AUTO], _SKIP_TABLES[_AUTO] = _READ_TABLES[_FINAL], _SKIP_TABLES[_F
 _FIXED[_SOFA] = _FIXED[_AUTO] = _FIXED[_FINAL]
 _KINDS[_SOFA] = _KINDS[_AUTO] = _KINDS[_FINAL]
 
+_C_MAX = sys.maxsize >> 3  # the largest skip(count) the C loop takes
 _RUN_MAX = 8  # the most atomic values one regex match counts
 # the run that may take ``pending`` values: powers of two, fewer patterns to compile
 _RUN_K = (0, 1, 2, 2, 4, 4, 4, 4, 8)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -37,6 +38,11 @@ async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True,
     except OSError as e:     # a port in use, an address not on this host ...
         _say(f"cannot start: {e}")
         return 1
+    # everything allocated so far (modules, config, codecs) lives as long as the process:
+    # out of the cyclic GC's sight, a full collection scans only what requests allocate
+    # (otherwise each one walks every startup object: a multi-ms pause in the tail latency)
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     how: dict[str, int] = {}

@@ -145,6 +145,21 @@ def test_c_loop_matches_python_on_valid_streams(vals: list[Any]) -> None:
 
 
 @needs_c
+def test_c_loop_takes_a_class_definition_and_its_instance_as_the_python_loop_does() -> None:
+    # found by the differential test: the Python loop's classdef regex takes a direct
+    # instance right after its definition even where "auto" leaves that code ambiguous
+    # (0x62 is 'b' in the SOFA draft), and records it under the "auto" tag
+    _same_both_ways(b"\x00C\x10com.example.User\x90`C\x10com.example.User\x91\x04nameaNC\x03a.B\x90b")
+    for code in range(0x60, 0x70):
+        for k in range(4):
+            defs = b"".join(b"C\x02c" + bytes([0x41 + i]) + b"\x91\x01x" for i in range(k))
+            for fields in (b"\x91", b"\x01y", b"\x30\x20" + b"z" * 32, b"\x02\xc3\xa9", b"", b"H\x5a"):
+                data = defs + b"C\x01A\x91\x01x" + bytes([code]) + fields
+                _same_both_ways(data)
+                _same_both_ways(data + b"\x60\x91")
+
+
+@needs_c
 def test_c_loop_matches_python_on_deep_nesting_and_many_objects() -> None:
     # deeper than the C loop's local stack (it spills to the Python list), and the limits
     deep = Limits(hessian_max_depth=1000)

@@ -109,12 +109,31 @@ def test_multiplex_ids_rewritten_and_wrap_at_32_bits() -> None:
     arun(body())
 
 
-def test_ids_passed_through_when_free_else_fresh() -> None:
-    """Id passthrough (issue 6): a request keeps its own id upstream when no other request
-    holds it on that connection (no patching either way); a clash takes a generator id."""
+def test_upstream_ids_come_from_the_connection_generator_by_default() -> None:
+    """Issue 4: every upstream request gets a fresh id from the upstream connection's own
+    generator (never the client's), and the response gets the client's id back."""
     async def body() -> None:
         up = await Upstream("bolt", bolt_echo()).start()
         async with proxy(cfg({"a": [up.addr]}, [{"cluster": "a"}])) as p:
+            c = await Client("bolt").connect(p.listener_address("main"))
+            for i in range(3):
+                c.send(bolt_req(100 + i, content=b"r%d" % i))
+            await until(lambda: len(up.requests()) == 3)
+            assert [f.request_id for f in up.requests()] == [1, 2, 3]
+            got = await c.recv(3, timeout=5)
+            assert sorted((f.request_id, content(f)) for f in got) == [
+                (100 + i, b"r%d" % i) for i in range(3)]
+            c.close()
+        await up.close()
+    arun(body())
+
+
+def test_ids_passed_through_when_free_else_fresh() -> None:
+    """Id passthrough (an opt-in optimisation): a request keeps its own id upstream when no other request
+    holds it on that connection (no patching either way); a clash takes a generator id."""
+    async def body() -> None:
+        up = await Upstream("bolt", bolt_echo()).start()
+        async with proxy(cfg({"a": [up.addr]}, [{"cluster": "a"}]), passthrough=("a",)) as p:
             c1 = await Client("bolt").connect(p.listener_address("main"))
             c2 = await Client("bolt").connect(p.listener_address("main"))
             up.delay = 0.3          # c1's requests are still in flight when c2's arrive
@@ -146,7 +165,7 @@ def test_timed_out_id_not_passed_through_again() -> None:
         up = await Upstream("bolt", bolt_echo()).start()
         up.delay = 0.4
         routes = [{"cluster": "a", "timeout": "100ms"}]
-        async with proxy(cfg({"a": [up.addr]}, routes)) as p:
+        async with proxy(cfg({"a": [up.addr]}, routes), passthrough=("a",)) as p:
             c = await Client("bolt").connect(p.listener_address("main"))
             c.send(bolt_req(7, content=b"first"))
             (f,) = await c.recv(1)

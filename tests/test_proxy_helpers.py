@@ -207,11 +207,13 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def proxy(cfg: dict[str, Any], id_start: dict[str, int] | None = None) -> AsyncIterator[ProxyServer]:
+async def proxy(cfg: dict[str, Any], id_start: dict[str, int] | None = None,
+                passthrough: tuple[str, ...] = ()) -> AsyncIterator[ProxyServer]:
     config = parse_config(cfg)
     p = ProxyServer(config)
     if id_start:
         p.id_start.update(id_start)
+    p.id_passthrough.update(passthrough)
     await p.start()
     try:
         yield p

@@ -54,7 +54,7 @@ class ClusterSettings:
     #: multiplexed connections reuse the downstream request id upstream when it is free on
     #: that connection (no id patch on the request nor on the response); off: every upstream
     #: id comes from the connection's generator
-    id_passthrough: bool = True
+    id_passthrough: bool = False
     #: ping-pong pools carry one request per connection: their own cap (default: same)
     max_connections_pingpong: int = 0
 

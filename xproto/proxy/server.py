@@ -122,6 +122,9 @@ class ProxyServer:
         self._drained: asyncio.Event | None = None
         #: test hook: id generators of new upstream connections start here (per cluster)
         self.id_start: dict[str, int] = {}
+        #: clusters whose multiplexed connections reuse a free downstream id upstream (an
+        #: optimisation, off by default: issue 4 wants a fresh generator id per request)
+        self.id_passthrough: set[str] = set()
 
     # --- start ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +134,8 @@ class ProxyServer:
         cfg = self.config
         for c in cfg.clusters:
             s = cluster_settings(c)
+            if c.name in self.id_passthrough:
+                s.id_passthrough = True
             if c.name in self.id_start:
                 # the hook tests the generator (its wrap): no downstream ids passed through
                 s.id_start = self.id_start[c.name]

@@ -61,12 +61,21 @@ def _parse(frame: Frame) -> tuple[Any, Any, int] | None:
     return schema, _kio_parse(schema, frame.raw, body), body
 
 
+def _array(value: Any, field: str) -> tuple[Any, ...]:
+    """A broker array of a parsed response; null (length -1) is malformed: these arrays are
+    not nullable in Kafka's schemas (found by fuzz_kafka)."""
+    arr = getattr(value, field)
+    if arr is None:
+        raise ProtocolError(f"null {field} array in a response", protocol="kafka")
+    return tuple(arr)
+
+
 def _entries(api_key: int, value: Any) -> list[Any]:
     if api_key == FIND_COORDINATOR:
         if hasattr(value, "coordinators"):
-            return list(value.coordinators)
+            return list(_array(value, "coordinators"))
         return [value]
-    return list(value.brokers)
+    return list(_array(value, "brokers"))
 
 
 def _node(e: Any) -> int:
@@ -114,9 +123,9 @@ def rewrite_response(frame: Frame, mapper: Mapper) -> bytes | None:
     if key == FIND_COORDINATOR and not hasattr(value, "coordinators"):
         new = remap(value)
     elif key == FIND_COORDINATOR:
-        new = dataclasses.replace(value, coordinators=tuple(remap(e) for e in value.coordinators))
+        new = dataclasses.replace(value, coordinators=tuple(remap(e) for e in _array(value, "coordinators")))
     else:
-        new = dataclasses.replace(value, brokers=tuple(remap(e) for e in value.brokers))
+        new = dataclasses.replace(value, brokers=tuple(remap(e) for e in _array(value, "brokers")))
     if not changed:
         return None
     from kio.serial import entity_writer

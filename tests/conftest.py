@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-WIRE = Path(os.environ.get("XPROTO_WIRE_DIR", "/work/shared/wire"))
+WIRE = Path(os.environ.get("XPROTO_WIRE_DIR", str(Path(__file__).resolve().parent.parent / "fixtures" / "shared" / "wire")))
 
 settings.register_profile("default", max_examples=100, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

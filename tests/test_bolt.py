@@ -20,7 +20,7 @@ from xproto.limits import DEFAULT_LIMITS, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures" / "bolt"
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 CODEC = BoltCodec()
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile
 

@@ -134,7 +134,7 @@ def test_help(cmd: str) -> None:
     assert r.returncode == 0 and "Usage:" in r.stdout
 
 
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 
 
 def _standalone_wire_fixtures() -> list[tuple[Path, Path]]:

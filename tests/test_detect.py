@@ -26,7 +26,7 @@ from xproto.errors import PluginError, ProtocolError
 from xproto.registry import BUILTIN_ORDER, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 
 
 # --- the algorithm, with scripted matchers ---------------------------------------------------

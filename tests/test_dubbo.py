@@ -24,7 +24,7 @@ from xproto.limits import DEFAULT_LIMITS, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures" / "dubbo"
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 CODEC = DubboCodec()
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile
 

@@ -23,7 +23,7 @@ from xproto.registry import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 
 
 

@@ -179,8 +179,8 @@ def test_c_loop_matches_python_on_deep_nesting_and_many_objects() -> None:
 
 @needs_c
 def test_dubbo_body_is_skipped_whole_by_the_c_loop() -> None:
-    body = bytes.fromhex(Path("/work/shared/vectors/hessian2/dubbo_invocation.hex").read_text().strip()) \
-        if Path("/work/shared/vectors/hessian2/dubbo_invocation.hex").exists() else None
+    body = bytes.fromhex((Path(__file__).resolve().parents[1] / "fixtures/shared/vectors/hessian2/dubbo_invocation.hex").read_text().strip()) \
+        if (Path(__file__).resolve().parents[1] / "fixtures/shared/vectors/hessian2/dubbo_invocation.hex").exists() else None
     if body is None:
         body = b"".join(dumps(v) for v in ("2.0.2", "a.S", "1.0", "m", "Ljava/lang/String;" * 2, "w",
                                           JavaObject("a.U", {"n": "x", "a": 1}), {"k": "v"}))

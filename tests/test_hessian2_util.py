@@ -10,7 +10,7 @@ from typing import Any
 from xproto.hessian2 import Date, JavaObject, Long, TypedList, TypedMap
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path("/work/shared/vectors/hessian2")
+VECTORS = (Path(__file__).resolve().parents[1] / "fixtures/shared/vectors/hessian2")
 if not VECTORS.exists():  # pragma: no cover - layout of a checkout without /work/shared
     VECTORS = ROOT / "shared" / "vectors" / "hessian2"
 FIXTURES = ROOT / "fixtures" / "hessian2"

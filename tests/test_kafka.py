@@ -22,7 +22,7 @@ from xproto.errors import FrameTooLarge, ProtocolError
 from xproto.frame import Frame, Kind
 from xproto.limits import DEFAULT_LIMITS
 
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 CODEC = KafkaCodec()
 
 

@@ -24,7 +24,7 @@ from xproto.codecs.kafka_rewrite import broker_addresses, rewrite_response
 from xproto.errors import ProtocolError
 from xproto.frame import Frame
 
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 CODEC = KafkaCodec()
 
 

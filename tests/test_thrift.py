@@ -20,7 +20,7 @@ from xproto.errors import FrameTooLarge, LimitExceeded, ProtocolError
 from xproto.frame import Frame, Kind
 from xproto.limits import DEFAULT_LIMITS
 
-WIRE = Path("/work/shared/wire")
+WIRE = (Path(__file__).resolve().parents[1] / "fixtures" / "shared" / "wire")
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "thrift"
 CODEC = ThriftCodec()
 PROTOS = {Proto.BINARY: TBinaryProtocol, Proto.COMPACT: TCompactProtocol}

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_hessian2_props import _mutate, _ops, values
+from test_hessian2_util import VECTORS
 
 from xproto.errors import XprotoError
-from xproto.hessian2 import JavaObject, Reader, dumps
+from xproto.hessian2 import Reader, dumps
 from xproto.hessian2 import decoder as dec
 from xproto.limits import DEFAULT_LIMITS, Limits
 
@@ -53,7 +54,7 @@ def test_hessian_suites_pass_on_the_pure_python_path() -> None:
             "tests/test_hessian2_speedups.py"]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=120", *mods],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
@@ -179,11 +180,7 @@ def test_c_loop_matches_python_on_deep_nesting_and_many_objects() -> None:
 
 @needs_c
 def test_dubbo_body_is_skipped_whole_by_the_c_loop() -> None:
-    body = bytes.fromhex((Path(__file__).resolve().parents[1] / "fixtures/shared/vectors/hessian2/dubbo_invocation.hex").read_text().strip()) \
-        if (Path(__file__).resolve().parents[1] / "fixtures/shared/vectors/hessian2/dubbo_invocation.hex").exists() else None
-    if body is None:
-        body = b"".join(dumps(v) for v in ("2.0.2", "a.S", "1.0", "m", "Ljava/lang/String;" * 2, "w",
-                                          JavaObject("a.U", {"n": "x", "a": 1}), {"k": "v"}))
+    body = bytes.fromhex((VECTORS / "dubbo_invocation.hex").read_text().strip())
     stack: list[int] = []
     refs: list[Any] = []
     defs: list[Any] = []

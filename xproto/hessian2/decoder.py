@@ -21,6 +21,7 @@ stays in it.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import struct
@@ -71,12 +72,17 @@ _UTF8_LEN = bytes(
 
 # The optional C accelerator (_speedups.c, built by setup.py when a compiler is there):
 # skip()'s loop for the simple cases; XPROTO_PURE_PYTHON=1 ignores it.
-_skip_loop: Callable[..., tuple[int, int, int]] | None = None
-if os.environ.get("XPROTO_PURE_PYTHON", "") in ("", "0"):
+def _load_speedups() -> Callable[..., tuple[int, int, int]] | None:
+    if os.environ.get("XPROTO_PURE_PYTHON", "") not in ("", "0"):
+        return None
     try:
-        from ._speedups import skip_loop as _skip_loop
+        mod = importlib.import_module("._speedups", __package__)
     except ImportError:  # no compiler at install time: the pure-Python path
-        _skip_loop = None
+        return None
+    return mod.skip_loop  # type: ignore[no-any-return]
+
+
+_skip_loop = _load_speedups()
 SPEEDUPS = _skip_loop is not None  # which path is active (the bench prints it)
 
 _SOFA = "sofa"

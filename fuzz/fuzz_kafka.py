@@ -18,7 +18,7 @@ import atheris
 
 with atheris.instrument_imports():
     from xproto.codec import Reason, Role
-    from xproto.codecs.kafka import KafkaCodec
+    from xproto.codecs.kafka import KafkaCodec, kafka_info
     from xproto.codecs.kafka_rewrite import broker_addresses, clamp_api_versions, rewrite_response
     from xproto.errors import ProtocolError
     from xproto.frame import Frame
@@ -38,6 +38,19 @@ def check(f: Frame, role: Role) -> None:
     assert isinstance(g, Frame) and g.request_id == f.request_id and g.kind is f.kind
     assert g.raw[:4] == f.raw[:4]
     f.request_id = orig
+
+
+def answering(f: Frame, reqs: list[Frame]):
+    """A response decoder that expects exactly the request ``f`` answered (the stream may
+    reuse a correlation id for other api versions: those would be answered first)."""
+    d = CODEC.new_decoder(Role.RESPONSES, LIMITS)
+    fi = kafka_info(f)
+    for q in reqs:
+        qi = kafka_info(q)
+        if q.request_id == f.request_id and (qi.api_key, qi.api_version) == (fi.api_key, fi.api_version):
+            d.request_sent(q)
+            break
+    return d
 
 
 def TestOneInput(data: bytes) -> None:
@@ -73,9 +86,7 @@ def TestOneInput(data: bytes) -> None:
         except ProtocolError:
             clamped = None
         if clamped is not None:
-            d = CODEC.new_decoder(Role.RESPONSES, LIMITS)
-            for q in reqs:
-                d.request_sent(q)
+            d = answering(f, reqs)
             g = d.decode(clamped)
             assert isinstance(g, Frame) and g.raw == clamped and g.request_id == f.request_id
         try:
@@ -84,9 +95,7 @@ def TestOneInput(data: bytes) -> None:
         except ProtocolError:
             continue
         if out is not None:
-            d = CODEC.new_decoder(Role.RESPONSES, LIMITS)
-            for q in reqs:
-                d.request_sent(q)
+            d = answering(f, reqs)
             g = d.decode(out)
             assert isinstance(g, Frame) and g.raw == out
             assert broker_addresses(g) == [(n, "proxy", 1000 + (n & 0xFFF)) for n, _h, _p in addrs]

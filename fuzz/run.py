@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=0, help="stop a target after this many executions")
     ap.add_argument("--targets", default="")
     ap.add_argument("--rss-limit-mb", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="libFuzzer seed (0 = random); CI fixes it so a run is reproducible")
     a = ap.parse_args()
     names = a.targets.split(",") if a.targets else targets()
     failed = []
@@ -53,6 +55,8 @@ def main() -> int:
                    "-print_final_stats=1"]
             if a.runs:
                 cmd.append(f"-runs={a.runs}")
+            if a.seed:
+                cmd.append(f"-seed={a.seed}")
             d = HERE / "dicts" / f"{name}.dict"
             if d.exists():
                 cmd.append(f"-dict={d}")

@@ -1,8 +1,8 @@
-"""Build hook for the optional C accelerator of the Hessian 2 codec.
+"""Build hook for the optional C accelerators (Hessian 2 skip, the proxy's fast lane).
 
 Everything else about the package is in pyproject.toml. ``optional=True``: without a
-working compiler the extension is skipped (setuptools warns) and xproto.hessian2 uses
-its pure-Python path; ``XPROTO_PURE_PYTHON=1`` ignores a built extension at run time.
+working compiler the extension is skipped (setuptools warns) and xproto.hessian2 and xproto.proxy.lane use
+their pure-Python paths; ``XPROTO_PURE_PYTHON=1`` ignores a built extension at run time.
 """
 from setuptools import Extension, setup
 
@@ -12,6 +12,11 @@ setup(
             "xproto.hessian2._speedups",
             sources=["xproto/hessian2/_speedups.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "xproto.proxy._lane",
+            sources=["xproto/proxy/_lane.c"],
+            optional=True,
+        ),
     ]
 )

@@ -8,6 +8,11 @@ CPU that is Python, not syscalls -- and optionally a cProfile top list.
 
     python bench/bench_proxy_path.py                 # dubbo and bolt, depth 16
     python bench/bench_proxy_path.py -P bolt -d 1 --profile
+    python bench/bench_proxy_path.py -P dubbo,bolt --paths general,lane-py,lane
+
+Paths: ``general`` (every frame decoded, an Exchange per request), ``lane-py`` (the fast
+lane's pure-Python loops), ``lane`` (the fast lane with its C loops, xproto/proxy/_lane.c,
+when built). HTTP and other codecs without a scanner take the general path in all three.
 """
 from __future__ import annotations
 
@@ -82,6 +87,20 @@ class Transport:
         return None
 
 
+def set_path(path: str) -> None:
+    """Which request path the next setup() builds: ``lane`` (the fast lane with its C loops
+    when built), ``lane-py`` (the fast lane's pure-Python loops), ``general`` (no lane)."""
+    import xproto.proxy.lane as lane_mod
+    global PATH
+    PATH = path
+    if not hasattr(lane_mod, "_NATIVE_BUILT"):
+        lane_mod._NATIVE_BUILT = lane_mod._NATIVE
+    lane_mod._NATIVE = None if path == "lane-py" else lane_mod._NATIVE_BUILT
+
+
+PATH = "lane"
+
+
 def setup(proto: str) -> tuple[DownstreamConnection, Transport, UpstreamConnection, Transport, Any]:
     reg = default_registry()
     codec = reg.get(proto)
@@ -95,6 +114,8 @@ def setup(proto: str) -> tuple[DownstreamConnection, Transport, UpstreamConnecti
         lr = ListenerRuntime("bench", [codec], lambda f: route, {"up": cl}, m, loop, batch, fixed_route=route)
     except TypeError:   # before issue 6
         lr = ListenerRuntime("bench", [codec], lambda f: route, {"up": cl}, m, loop, batch)
+    if PATH == "general":
+        lr.lanes_enabled = False
     ep = cl.endpoints[0]
     pool = ep.pool_for(codec, codec.pool_mode)
     up = UpstreamConnection(pool, codec, pool.multiplex)
@@ -176,14 +197,19 @@ def main() -> int:
     ap.add_argument("-d", "--depth", type=int, default=16)
     ap.add_argument("-n", "--rounds", type=int, default=3000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--paths", default="lane",
+                    help="comma list of lane (C loops when built), lane-py, general")
     a = ap.parse_args()
-    for proto in a.protocols.split(","):
-        # one request at a time per upstream connection for ping-pong protocols (HTTP/1.1)
-        depth = a.depth if default_registry().get(proto).pool_mode.value == "multiplex" else 1
-        best = min(run(proto, depth, a.rounds, False) for _ in range(3))
-        print(f"{proto:6} depth {depth:3}: {best:.2f} µs per request (Python path, request + response)")
-        if a.profile:
-            run(proto, depth, a.rounds, True)
+    for path in a.paths.split(","):
+        set_path(path)
+        for proto in a.protocols.split(","):
+            # one request at a time per upstream connection for ping-pong protocols (HTTP/1.1)
+            depth = a.depth if default_registry().get(proto).pool_mode.value == "multiplex" else 1
+            best = min(run(proto, depth, a.rounds, False) for _ in range(3))
+            print(f"{proto:6} depth {depth:3} {path:8}: {best:.2f} µs per request "
+                  "(Python path, request + response)")
+            if a.profile:
+                run(proto, depth, a.rounds, True)
     return 0
 
 

@@ -11,7 +11,8 @@ class or an instance under the ``xproto.codecs`` entry-point group.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Union
 
 from xproto.errors import ProtocolError
 from xproto.frame import Frame, Kind
@@ -58,17 +59,22 @@ class IdGenerator:
     after a wrap only if ``skip_zero``.
     """
 
-    __slots__ = ("_next", "_mask", "_skip_zero")
+    __slots__ = ("_mask", "_next", "_skip_zero", "wrapped")
 
     def __init__(self, bits: int, start: int = 1, skip_zero: bool = False) -> None:
         self._mask = (1 << bits) - 1
         self._next = start & self._mask
         self._skip_zero = skip_zero
+        #: whether id 0 came up (the generator wrapped, or started there): ids handed out
+        #: before may still be in flight, so a new id can collide with one
+        self.wrapped = False
 
     def __call__(self) -> int:
         v = self._next
-        if v == 0 and self._skip_zero:
-            v = 1
+        if v == 0:
+            self.wrapped = True
+            if self._skip_zero:
+                v = 1
         self._next = (v + 1) & self._mask
         return v
 
@@ -121,6 +127,39 @@ class Decoder:
             frames.append(r)
             pos += len(r.raw)
         return frames, pos
+
+
+class Scanner(NamedTuple):
+    """A codec's header-only fast path (see :meth:`Codec.scanner`).
+
+    ``scan(buf, pos, n)`` looks at the frame starting at ``buf[pos]`` (``n = len(buf)``)
+    and returns ``(end, request_id, value)`` only for a *plain* frame: whole in ``buf``,
+    within the limits, and one the decoder of the same role and limits would decode
+    without error into a non-heartbeat frame with ``len(raw) == end - pos``,
+    ``orig_request_id == request_id`` and headers never needed for framing. ``value`` is,
+    for the REQUESTS role, whether a response is expected (``kind is REQUEST``; False for
+    ONEWAY) and, for the RESPONSES role, ``status_to_http(frame)``. For anything else
+    (incomplete, heartbeat, other kinds or versions, checksummed frames, bad bytes) it
+    returns None and the caller uses ``decode``, which answers with its usual result or
+    error. Contract checked for every fixture and by Hypothesis in
+    ``tests/test_scanner.py``.
+
+    ``id_offset``/``pack_id``/``id_mask``: the request id is written in place with
+    ``pack_id(buf, pos + id_offset, request_id & id_mask)`` (same bytes as
+    ``patch_request_id``).
+    """
+
+    scan: Callable[[Any, int, int], "tuple[int, int, Any] | None"]
+    id_offset: int
+    pack_id: Callable[..., None]
+    id_mask: int
+    #: built-in codecs only: the framing's number in the proxy's optional C loops
+    #: (``xproto/proxy/_lane.c``: 1 Dubbo, 2 Bolt v1), its two limits, and the
+    #: ``status -> status_to_http`` table for statuses below its length (others: 500).
+    #: 0: no C loop (plugins; the pure-Python loops use ``scan``).
+    native: int = 0
+    native_limits: tuple[int, int] = (0, 0)
+    status_table: tuple[int, ...] = ()
 
 
 class Codec:
@@ -201,6 +240,17 @@ class Codec:
 
     def expects_response(self, frame: Frame) -> bool:
         return frame.kind is Kind.REQUEST
+
+    # --- fast lane (optional) --------------------------------------------------
+    def scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> Scanner | None:
+        """An optional header-only reader for the proxy's fast lane (pipelined RPC).
+
+        Multiplexed protocols whose plain frames carry a fixed-offset request id can return
+        a :class:`Scanner`; the proxy then forwards such frames as their original bytes with
+        the id patched in place, without building a :class:`Frame`. Default: None (every
+        frame goes through ``decode``).
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"<codec {self.name}>"

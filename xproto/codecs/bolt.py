@@ -26,7 +26,7 @@ import zlib
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role
+from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, Scanner
 from xproto.errors import LimitExceeded, ProtocolError
 from xproto.frame import BareFrame, Frame, Kind
 from xproto.framing.fixed import MEMORYVIEW_COPY_MIN, copy_out, too_large
@@ -284,6 +284,47 @@ class BoltDecoder(Decoder):
         return f
 
 
+#: status -> status_to_http for statuses < 256 (the rest map to 500), for the proxy's C loop
+_STATUS_TABLE = tuple(STATUS_TO_HTTP.get(s, 500) for s in range(256))
+
+
+def _request_scanner(max_frame: int, max_block: int) -> Any:
+    def scan(buf: Any, pos: int, n: int) -> tuple[int, int, bool] | None:
+        # v1 RPC requests and oneways only: v2 (CRC), heartbeats and goaways are the decoder's
+        if n - pos < 22 or buf[pos] != 1:
+            return None
+        _, t, cmd, _, rid, _, _, cl, hl, ctl = _V1_REQUEST(buf, pos)
+        if cmd != CMD_REQUEST or hl > max_block:
+            return None
+        total = 22 + cl + hl + ctl
+        end = pos + total
+        if end > n or total > max_frame:
+            return None
+        if t == TYPE_REQUEST:
+            return end, rid, True
+        if t == TYPE_ONEWAY:
+            return end, rid, False
+        return None
+    return scan
+
+
+def _response_scanner(max_frame: int, max_block: int) -> Any:
+    to_http = STATUS_TO_HTTP.get
+
+    def scan(buf: Any, pos: int, n: int) -> tuple[int, int, int] | None:
+        if n - pos < 20 or buf[pos] != 1 or buf[pos + 1] != TYPE_RESPONSE:
+            return None
+        _, _, cmd, _, rid, _, status, cl, hl, ctl = _V1_RESPONSE(buf, pos)
+        if cmd != CMD_RESPONSE or hl > max_block:
+            return None
+        total = 20 + cl + hl + ctl
+        end = pos + total
+        if end > n or total > max_frame:
+            return None
+        return end, rid, to_http(status, 500)
+    return scan
+
+
 def _headers_from_pairs(pairs: list[Pair]) -> dict[str, str]:
     h: dict[str, str] = {}
     for k, v in pairs:
@@ -357,6 +398,16 @@ class BoltCodec(Codec):
     # --- decoding ------------------------------------------------------------------
     def new_decoder(self, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> BoltDecoder:
         return BoltDecoder(self, role, limits)
+
+    def scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> Scanner | None:
+        if role is Role.REQUESTS:
+            scan = _request_scanner(limits.bolt_max_frame, limits.bolt_max_header_block)
+        elif role is Role.RESPONSES:
+            scan = _response_scanner(limits.bolt_max_frame, limits.bolt_max_header_block)
+        else:
+            return None
+        return Scanner(scan, 5, _U32.pack_into, 0xFFFF_FFFF, 2,
+                       (limits.bolt_max_frame, limits.bolt_max_header_block), _STATUS_TABLE)
 
     @staticmethod
     def layout(frame: Frame) -> Layout:

@@ -15,7 +15,7 @@ import struct
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role
+from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, Scanner
 from xproto.errors import ProtocolError
 from xproto.frame import BareFrame, Frame, Kind
 from xproto.framing.fixed import MEMORYVIEW_COPY_MIN, copy_out, new_frame, too_large
@@ -216,6 +216,42 @@ class DubboDecoder(Decoder):
         return f
 
 
+#: status byte -> status_to_http, for the proxy's C loop
+_STATUS_TABLE = tuple(STATUS_TO_HTTP.get(s, 500) for s in range(256))
+
+
+def _request_scanner(max_body: int) -> Any:
+    def scan(buf: Any, pos: int, n: int) -> tuple[int, int, bool] | None:
+        if n - pos < 16:
+            return None
+        magic, flag, _, rid, blen = _unpack_header(buf, pos)
+        # a request, not an event (heartbeat); everything else is the decoder's
+        if magic != 0xDABB or flag & 0xA0 != 0x80 or blen > max_body:
+            return None
+        end = pos + 16 + blen
+        if end > n:
+            return None
+        return end, rid, flag & 0x40 != 0
+    return scan
+
+
+def _response_scanner(max_body: int) -> Any:
+    to_http = STATUS_TO_HTTP.get
+
+    def scan(buf: Any, pos: int, n: int) -> tuple[int, int, int] | None:
+        if n - pos < 16:
+            return None
+        magic, flag, status, rid, blen = _unpack_header(buf, pos)
+        # a response, not an event (heartbeat answer)
+        if magic != 0xDABB or flag & 0xA0 or blen > max_body:
+            return None
+        end = pos + 16 + blen
+        if end > n:
+            return None
+        return end, rid, to_http(status, 500)
+    return scan
+
+
 class DubboCodec(Codec):
     """Dubbo 2 over TCP (Apache Dubbo ``dubbo://``)."""
 
@@ -241,6 +277,16 @@ class DubboCodec(Codec):
     # --- decoding ------------------------------------------------------------------
     def new_decoder(self, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> DubboDecoder:
         return DubboDecoder(self, role, limits)
+
+    def scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> Scanner | None:
+        if role is Role.REQUESTS:
+            scan = _request_scanner(limits.dubbo_max_body)
+        elif role is Role.RESPONSES:
+            scan = _response_scanner(limits.dubbo_max_body)
+        else:
+            return None
+        return Scanner(scan, 4, _ID.pack_into, 0xFFFF_FFFF_FFFF_FFFF, 1, (limits.dubbo_max_body, 0),
+                       _STATUS_TABLE)
 
     @staticmethod
     def flag(frame: Frame) -> int:

@@ -337,6 +337,9 @@ class Cluster:
         self.unhealthy = 0
         self.inflight = 0
         self.rr = 0
+        #: an endpoint picked but not used (the proxy's fast lane found no open connection
+        #: there): the next pick returns it, so balancing is as if it had not looked
+        self.held: Endpoint | None = None
         self.closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
         #: bind mode: owner (downstream connection) -> its upstream connection
@@ -410,6 +413,11 @@ class Cluster:
             self._dispatch(req, req.frame.codec)
 
     def pick(self, tried: list[Endpoint] | None = None) -> Endpoint | None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if tried is None:
+                return held
         eps = self.endpoints
         if tried is not None or self.unhealthy:
             now = self.loop.time()

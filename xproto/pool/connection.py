@@ -39,12 +39,14 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         "decoder",
         "dirty",
         "endpoint",
+        "fast",
         "hb_failures",
         "hb_id",
         "hb_timer",
         "interim",
         "ka_timer",
         "keep_alive",
+        "lane_scan",
         "last_active",
         "loop",
         "multiplex",
@@ -113,6 +115,13 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         self.interim = getattr(codec, "is_interim", None)
         #: bind mode: the downstream connection this upstream connection belongs to
         self.owner: Any = None
+        #: fast-lane hook installed by the proxy (xproto.proxy.lane): ``fast(self, buf, pos,
+        #: n) -> pos`` answers the lane requests whose responses start at ``pos``. Lane
+        #: requests sit in ``pending`` as tuples whose first item has a ``lane`` with an
+        #: ``exchange(conn, entry)`` that turns one into a request object when the general
+        #: path must answer it.
+        self.fast: Any = None
+        self.lane_scan: Any = None
 
     # --- load --------------------------------------------------------------------------
     @property
@@ -261,8 +270,16 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         pos = 0
         n = len(src)
         self.batch.begin()
+        fast = self.fast
         try:
             while pos < n:
+                if fast is not None:
+                    p = fast(self, src, pos, n)
+                    if p != pos:
+                        pos = p
+                        if self.state == CLOSED:
+                            return
+                        continue
                 r = decode(src, pos)
                 if r.__class__ is int:
                     break
@@ -272,6 +289,10 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                     rid = r.request_id  # type: ignore[union-attr]
                     if rid != self.hb_id:
                         req = pending.pop(rid, None)
+                        if req.__class__ is tuple:   # a lane request the lane declined
+                            req = req[0].lane.exchange(self, req)  # type: ignore[index]
+                            if req is None:
+                                continue
                         if req is not None:
                             req.conn = None
                             req.on_response(r)  # type: ignore[arg-type]
@@ -311,6 +332,10 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                 self._heartbeat_ok()
                 return
             req = self.pending.pop(rid, None)
+            if req.__class__ is tuple:   # a lane request (xproto.proxy.lane)
+                req = req[0].lane.exchange(self, req)  # type: ignore[index]
+                if req is None:
+                    return
             if req is None:
                 self.stats.unknown_response(self.codec.name)
                 self.tainted.discard(rid)   # the late answer came: the id is free again
@@ -374,7 +399,8 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                         req.on_response(last)
                     finally:
                         self.batch.end()
-        pending = list(self.pending.values())
+        pending = [req[0].lane.exchange(self, req) if req.__class__ is tuple else req
+                   for req in self.pending.values()]
         self.pending.clear()
         if self.current is not None:
             pending.append(self.current)
@@ -383,7 +409,7 @@ class UpstreamConnection(asyncio.Protocol, Writable):
         self.batch.begin()
         try:
             for req in pending:
-                if not req.done:
+                if req is not None and not req.done:
                     req.conn = None
                     req.on_failure(Reason.UPSTREAM_RESET, reason)
             cluster = self.pool.cluster

@@ -78,6 +78,8 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         "inflight",
         "kafka",
         "keep_alive",
+        "lane",
+        "lane_batches",
         "last_active",
         "loop",
         "lr",
@@ -128,6 +130,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.bound: list[Any] = []
         self.plain_encode = False
         self.plain_expects = False
+        #: the fast lane (xproto.proxy.lane) this connection's requests take, or None
+        self.lane: Any = None
+        #: its lane batches with requests in flight (dropped when the connection goes)
+        self.lane_batches: set[Any] = set()
         #: cluster name -> (cluster, its upstream stats) for routes already taken
         self.targets: dict[str, tuple[Any, Any]] = {}
         if len(lr.candidates) == 1:
@@ -148,6 +154,9 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         self.kafka = lr.kafka if codec.name == "kafka" else None
         self.plain_encode = plain_encode(codec) and self.kafka is None
         self.plain_expects = plain_expects(codec)
+        if (self.order is None and not self.bind and self.kafka is None and self.api_of is None
+                and self.keep_alive is None and self.plain_encode and self.plain_expects):
+            self.lane = lr.lane(codec)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -189,7 +198,11 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                     return
                 data = bytes(self.buf)
                 self.buf.clear()
-            self._feed(data)
+            lane = self.lane
+            if lane is not None:
+                lane.requests(self, data)
+            else:
+                self._feed(data)
         finally:
             batch.end()
 
@@ -214,9 +227,12 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             src: Any = buf
         else:
             src = data
+        self._feed_from(src, data, 0)
+
+    def _feed_from(self, src: Any, data: bytes, pos: int) -> None:
+        """Decode ``src`` (``self.buf`` or ``data``) from ``pos`` on, frame by frame."""
         decode = self.decoder.decode
         on_frame = self._on_frame
-        pos = 0
         n = len(src)
         progressed = False
         try:
@@ -232,9 +248,14 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         except ProtocolError as e:
             self._bad_bytes(e)
             return
+        self._keep_rest(src, data, pos, progressed)
+
+    def _keep_rest(self, src: Any, data: bytes, pos: int, progressed: bool) -> None:
+        """After reading ``src`` (``self.buf`` or ``data``) up to ``pos``: keep the rest."""
+        buf = self.buf
         if src is buf:
             del buf[:pos]
-        elif pos < n:
+        elif pos < len(src):
             buf += memoryview(data)[pos:]
         if buf:
             self._arm_frame_timer(progressed)
@@ -476,6 +497,11 @@ class DownstreamConnection(asyncio.Protocol, Writable):
                     self.close()
                     return
         if self.inflight == 0:
+            self.answered_all()
+
+    def answered_all(self) -> None:
+        """Nothing is in flight any more."""
+        if not self.closed:
             if self.eof:
                 self.close()     # the client half-closed and has all its answers
             elif self.lr.draining:
@@ -585,6 +611,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
             # requests still in flight have nobody to answer to: free their resources
             for ex in (list(self.order) if self.order is not None else list(self.pending)):
                 ex.abandon()
+            if self.lane_batches:
+                for lb in list(self.lane_batches):
+                    lb.abandon()
+                self.lane_batches.clear()
             self.pending.clear()
             if self.order is not None:
                 self.order.clear()
@@ -614,6 +644,8 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         batch = self.batch
         batch.begin()
         try:
+            if self.lane is not None:
+                self.lane.drain(self, reason, message)
             for ex in exs:
                 if not ex.done:
                     ex.on_failure(reason, message)

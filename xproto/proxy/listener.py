@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +96,25 @@ class ListenerRuntime:
         self.on_drained = on_drained
         self.server: asyncio.AbstractServer | None = None
         self._up: dict[tuple[str, str], Any] = {}
+        self._lanes: dict[Any, Any] = {}
+        #: the fast lane may be turned off (tests compare both paths; XPROTO_NO_LANE=1)
+        self.lanes_enabled = not os.environ.get("XPROTO_NO_LANE")
 
     def api_namer(self, codec: Codec) -> Callable[[Frame], str] | None:
         return kafka_api_namer(codec)
+
+    def lane(self, codec: Codec) -> Any:
+        """The fast lane of ``codec`` on this listener (xproto.proxy.lane), or None."""
+        try:
+            return self._lanes[codec]
+        except KeyError:
+            pass
+        lane = None
+        if self.lanes_enabled:
+            from xproto.proxy.lane import Lane
+            lane = Lane.for_listener(self, codec)
+        self._lanes[codec] = lane
+        return lane
 
     def up_stats(self, cluster: str, protocol: str) -> Any:
         key = (cluster, protocol)

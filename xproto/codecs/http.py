@@ -23,9 +23,21 @@ bare-LF line endings (llhttp's strict mode rejects them too).
 Request ids: HTTP has none on the wire (``request_id_bits = 0``, ping-pong pool);
 ``request_id`` is the message's position on the connection (0, 1, 2 ...). A response's id
 is the position of the request it answers (1xx interim responses share it).
+
+Fast path: a head inside a strict, conservative subset (``GET/POST/PUT/DELETE/OPTIONS/PATCH/
+HEAD`` + origin-form target + ``HTTP/1.1``, or ``HTTP/1.1`` + a 2xx-5xx status other than 204/
+304 with one plain ``Content-Length``; header names ``[A-Za-z0-9-]``, values printable ASCII
+without tabs or trailing spaces; no ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``,
+``Connection: upgrade``, duplicate ``Content-Length``) is framed by two regular expressions
+without llhttp, its header list split lazily. Anything else, and every head not whole in
+the buffer, goes through llhttp exactly as before, so errors, limits and smuggling defences
+are llhttp's. ``XPROTO_HTTP_SLOW=1`` (or ``new_decoder(..., fast=False)``) turns the fast path
+off; tests/test_http_fastpath.py checks both paths agree.
 """
 from __future__ import annotations
 
+import os
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +45,7 @@ import httptools
 
 from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role
 from xproto.errors import LimitExceeded, ProtocolError
-from xproto.frame import Frame, Kind
+from xproto.frame import BareFrame, Frame, Kind
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -52,6 +64,27 @@ MAX_CHUNK_LINE = 4096
 
 # body framing kinds
 _NONE, _LENGTH, _CHUNKED, _CLOSE = 0, 1, 2, 3
+
+#: ``XPROTO_HTTP_SLOW=1``: decoders default to the llhttp path only (differential tests, benches)
+SLOW_ENV = "XPROTO_HTTP_SLOW"
+
+# --- the fast path's strict subset (anything else: llhttp) -------------------------------
+# header lines: token name (conservative charset), ":", printable ASCII (no tabs, no
+# obs-text, no obs-fold, CRLF only). llhttp drops the spaces before a value and keeps those
+# after it: so does HttpMeta.header_list.
+_FIELDS = rb"(?:[A-Za-z0-9-]++:[ -~]*+\r\n)*+\r\n"
+_FAST_REQ = re.compile(
+    rb"(GET|POST|PUT|DELETE|OPTIONS|PATCH|HEAD) (/[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*) HTTP/1\.1\r\n"
+    + _FIELDS)
+_FAST_RESP = re.compile(
+    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ((?:[A-Za-z0-9.,_\-]+(?: [A-Za-z0-9.,_\-]+)*)?)\r\n" + _FIELDS)
+#: the header fields the framing (ours or llhttp's) depends on; values as the line has them
+_FRAMING = re.compile(
+    rb"\n(content-length|transfer-encoding|connection|proxy-connection|upgrade):[ ]*([^\r]*)",
+    re.IGNORECASE)
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_METHOD_STR = {m: m.decode("ascii") for m in (b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS",
+                                               b"PATCH", b"HEAD")}
 
 _REASONS = {
     200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
@@ -79,9 +112,10 @@ class HttpMeta:
     """What the decoder learnt about one message (``frame.meta``)."""
 
     __slots__ = (
+        "_head",
+        "_hl",
         "body_kind",
         "head_len",
-        "header_list",
         "keep_alive",
         "method",
         "path",
@@ -97,11 +131,33 @@ class HttpMeta:
         self.path = ""
         self.status: int | None = None
         self.reason = ""
-        self.header_list: list[tuple[bytes, bytes]] = []
+        self._hl: list[tuple[bytes, bytes]] | None = []
+        self._head: bytes | None = None   # the message, while _hl is None (fast path)
         self.head_len = 0
         self.body_kind = _NONE
         self.keep_alive = True
         self.upgrade = False
+
+    @property
+    def header_list(self) -> list[tuple[bytes, bytes]]:
+        """(name, value) pairs as received; split on first use for fast-path heads (whose
+        strict form makes the split agree with llhttp's)."""
+        hl = self._hl
+        if hl is None:
+            hl = []
+            head = self._head
+            if head is not None:
+                for line in head[:self.head_len - 4].split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    hl.append((name, value.lstrip(b" ")))
+                self._hl = hl
+                self._head = None
+        return hl
+
+    @header_list.setter
+    def header_list(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._hl = value
+        self._head = None
 
 
 def _find(buf: Buffer, sub: bytes, start: int, end: int) -> int:
@@ -149,8 +205,12 @@ class _HeadSink:
 class HttpDecoder(Decoder):
     """One direction of an HTTP/1.x connection."""
 
-    def __init__(self, codec: HttpCodec, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, codec: HttpCodec, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS,
+                 fast: bool | None = None) -> None:
         super().__init__(codec, role, limits)
+        if fast is None:
+            fast = os.environ.get(SLOW_ENV, "") in ("", "0")
+        self._fast = fast
         self._count = 0                      # messages (final responses) decoded so far
         self._methods: deque[str] = deque()  # methods of requests sent (RESPONSES side)
         self._closed_reason = ""             # set after 101 / CONNECT 2xx: no more HTTP
@@ -175,6 +235,10 @@ class HttpDecoder(Decoder):
         self._methods.append(meta.method if isinstance(meta, HttpMeta) else "GET")
 
     def decode(self, buf: Buffer, pos: int = 0) -> Frame | int:
+        if self._fast and not self._head_len and self._parser is None and not self._closed_reason:
+            f = self._fast_head(buf, pos)
+            if f is not None:
+                return f
         try:
             return self._decode(buf, pos)
         except ProtocolError:
@@ -228,6 +292,110 @@ class HttpDecoder(Decoder):
             raise LimitExceeded("http body", avail - self._head_len, self.limits.http_max_body,
                                 protocol=NAME, offset=pos + self._head_len)
         return 1
+
+    def _fast_head(self, buf: Buffer, pos: int) -> Frame | int | None:
+        """The strict subset (module docstring): a frame, bytes needed, or None (use llhttp)."""
+        if type(buf) is memoryview:
+            return None
+        find = buf.find
+        avail = len(buf) - pos
+        limits = self.limits
+        limit = limits.http_max_header_bytes
+        i = find(b"\r\n\r\n", pos, pos + min(limit, avail))
+        if i < 0:
+            return None
+        hend = i + 4
+        role = self.role
+        if role is Role.REQUESTS:
+            is_response = False
+        elif role is Role.RESPONSES:
+            is_response = True
+        else:
+            is_response = bytes(buf[pos:pos + 5]) == b"HTTP/"
+        m = (_FAST_RESP if is_response else _FAST_REQ).match(buf, pos, hend)
+        if m is None:
+            return None
+        # a header line takes at least 4 bytes: count only heads that could hold too many
+        if hend - pos > 4 * limits.http_max_headers and \
+                buf.count(b"\n", pos, hend) - 2 > limits.http_max_headers:
+            return None
+        cl: bytes | None = None
+        keep_alive = True
+        for name, value in _FRAMING.findall(buf, pos, hend):   # the start line has no LF
+            n = len(name)
+            if n == 14 and cl is None:                 # content-length, once
+                if _DIGITS.fullmatch(value) is None:
+                    return None
+                cl = value
+            elif n == 10:                              # connection
+                lv = value.lower()
+                if lv == b"keep-alive":
+                    continue
+                toks = {t.strip() for t in lv.split(b",")}
+                if b"upgrade" in toks:
+                    return None
+                if b"close" in toks:
+                    keep_alive = False
+            else:   # a second content-length, transfer-encoding, proxy-connection, upgrade
+                return None
+        head_len = hend - pos
+        end = head_len
+        body_len = 0
+        if cl is not None:
+            body_len = int(cl)
+            if body_len > limits.http_max_body:
+                return None
+            end += body_len
+        meta = HttpMeta()
+        meta._hl = None
+        meta.head_len = head_len
+        meta.keep_alive = keep_alive
+        meta.body_kind = _NONE if cl is None else _LENGTH
+        if is_response:
+            if cl is None:
+                return None
+            status = int(m.group(1))
+            if status == 204 or status == 304:
+                return None
+            method = self._methods[0] if (self._methods and role is Role.RESPONSES) else ""
+            if method == "HEAD" or method == "CONNECT":
+                return None
+            meta.status = status
+            meta.reason = m.group(2).decode("latin-1")
+            meta.method = method
+        else:
+            method_b, path = m.group(1, 2)
+            meta.method = _METHOD_STR[method_b]
+            meta.path = path.decode("latin-1")
+        if avail < end:     # wait for the body; _decode and _finish take it from here
+            self._head_len = head_len
+            self._meta = meta
+            self._body_len = body_len
+            self._is_response = is_response
+            return end - avail
+        raw = bytes(buf[pos:pos + end])
+        meta._head = raw
+        frame = BareFrame()
+        frame.codec = self.codec
+        frame.protocol = NAME
+        frame.heartbeat = False
+        frame.meta = meta
+        frame.raw = raw
+        frame.body = memoryview(raw)[head_len:]
+        frame._headers = None
+        frame._orig_headers = None
+        rid = self._count
+        frame.request_id = frame.orig_request_id = rid
+        self._count = rid + 1
+        if is_response:
+            frame.kind = Kind.RESPONSE
+            frame.status = meta.status
+            if self._methods and role is Role.RESPONSES:
+                self._methods.popleft()
+        else:
+            frame.kind = Kind.REQUEST
+            frame.status = None
+        return frame
 
     def _start(self, buf: Buffer, pos: int, avail: int) -> int:
         """Begin a message: reject the h2 preface, pick the parser. 0 or bytes needed."""
@@ -428,6 +596,8 @@ class HttpDecoder(Decoder):
                 raise self._err("chunked body does not end where llhttp says", pos,
                                 Reason.BAD_REQUEST.value)
         raw = bytes(buf[pos:pos + end])
+        if meta._hl is None:
+            meta._head = raw
         codec = self.codec
         if self._is_response:
             rid = self._count
@@ -472,8 +642,10 @@ class HttpCodec(Codec):
                     need = more
         return need if need else NO_MATCH
 
-    def new_decoder(self, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> HttpDecoder:
-        return HttpDecoder(self, role, limits)
+    def new_decoder(self, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS,
+                    fast: bool | None = None) -> HttpDecoder:
+        """``fast=False`` (or ``XPROTO_HTTP_SLOW=1``): llhttp for every head."""
+        return HttpDecoder(self, role, limits, fast)
 
     def parse_headers(self, frame: Frame) -> dict[str, str]:
         meta = frame.meta

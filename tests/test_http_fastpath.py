@@ -1,0 +1,324 @@
+"""The HTTP codec's fast framing path agrees with the llhttp-only path.
+
+Every stream (valid, odd and hostile heads, bodies, pipelined messages, trailing bytes) is
+fed, in the same random chunks, to a fast decoder and to a ``fast=False`` one; both must
+give the same sequence of outcomes: frames (bytes, kind, id, status, method, path, reason,
+version, keep-alive, body kind, head length, header list and header map), bytes-needed
+counts and errors (class, message, offset).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xproto.codec import Role
+from xproto.codecs.http import SLOW_ENV, HttpCodec, HttpMeta
+from xproto.errors import ProtocolError
+from xproto.frame import Frame, Kind
+from xproto.limits import DEFAULT_LIMITS
+
+CODEC = HttpCodec()
+SMALL = DEFAULT_LIMITS.with_overrides(http_max_header_bytes=200, http_max_headers=5,
+                                      http_max_body=50)
+
+# --- strategies ------------------------------------------------------------------------
+METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"HEAD", b"CONNECT",
+           b"TRACE", b"PRI", b"get", b"FOO", b"GET "]
+VERSIONS = [b"HTTP/1.1"] * 6 + [b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"http/1.1",
+                                b"HTTP/1.1 "]
+PATH_CHARS = b"abcAZ09/-._~%!$&'()*+,;=:@?#[]\\\"<>{}|^` \t\x7f\x80\xff"
+NAMES = [b"Content-Length", b"content-length", b"CONTENT-LENGTH", b"Transfer-Encoding",
+         b"transfer-encoding", b"Connection", b"connection", b"Upgrade", b"Proxy-Connection",
+         b"Host", b"Accept", b"X-A", b"Expect", b"Keep-Alive", b"Content-Length ", b"X_Y",
+         b"Content-Lengthx", b"", b"X\x00", b"X@"]
+VALUES = [b"0", b"5", b"12", b"007", b"-1", b"1 2", b"1,1", b"+3", b"99999999999", b"chunked",
+          b"gzip, chunked", b"close", b"keep-alive", b"Keep-Alive, Upgrade", b"upgrade",
+          b"CLOSE", b"h2c", b"100-continue", b"a b", b"", b" x", b"x ", b"x\t", b"\tx",
+          b"x\x7fy", b"x\x80y", b"x\x00y", b"v:w", b"127.0.0.1:8080"]
+SEPS = [b": "] * 6 + [b":", b":  ", b" : ", b":\t"]
+EOLS = [b"\r\n"] * 12 + [b"\n", b"\r", b"\r\n "]
+STATUSES = [200, 201, 204, 304, 100, 101, 103, 301, 404, 500, 599, 600, 99, 0]
+REASONS = [b"OK", b"", b"Not Found", b"A  B", b"OK ", b"x\ty", b"\x80"]
+
+
+CLEAN_METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"HEAD"]
+CLEAN_PATH = b"abcAZ09/-._~%!$&'()*+,;=:@?"
+CLEAN_NAMES = [b"Connection", b"Host", b"Accept", b"X-Request-Id", b"Content-Type",
+               b"User-Agent"]
+CL_VALUES = [b"+3", b"1 2", b"-1", b"0x1", b"3 ", b" 3", b"", b"1,1", b"99999999999999999999",
+             b"\t3", b"3\t", b"\xd9\xa3", b"3\x00", b"00000000000000000003"]
+#: bytes the mutations insert or write over
+ODD_BYTES = b" \t\r\n\x00\x7f\x80\xff:,+-0a;\"/"
+CLEAN_VALUES = [b"0", b"5", b"12", b"007", b"close", b"keep-alive", b"Keep-Alive", b"CLOSE",
+                b"127.0.0.1:8080", b"*/*", b"a b", b"text/plain; charset=utf-8", b"", b"close, te"]
+
+
+@st.composite
+def message(draw: Any, response: bool) -> bytes:
+    """Level 0: inside (or at the edge of) the fast path's subset; 1: one odd part;
+    2: odd parts everywhere; 3: a level-0 head with a few bytes changed."""
+    level = draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3, 3, 3]))
+    odd = (lambda: draw(st.integers(0, 4)) == 0) if level == 1 else (lambda: level == 2)
+
+    def pick(clean: list[bytes], nasty: list[bytes]) -> bytes:
+        return draw(st.sampled_from(nasty if odd() else clean))
+
+    eol = pick([b"\r\n"], EOLS)
+    if response:
+        status = draw(st.sampled_from(STATUSES[:4] + [404, 500] if not odd() else STATUSES))
+        line = pick([b"HTTP/1.1"], VERSIONS) + b" " + b"%03d" % status
+        if draw(st.booleans()):
+            line += b" " + pick([b"OK", b"Not Found", b""], REASONS)
+    else:
+        chars = PATH_CHARS if odd() else CLEAN_PATH
+        path = b"/" + draw(st.binary(max_size=12).map(
+            lambda b: bytes(chars[x % len(chars)] for x in b)))
+        if odd():
+            path = draw(st.sampled_from([b"*", b"http://h/x", b"h:80", b"", b"//"]))
+        line = pick(CLEAN_METHODS, METHODS) + b" " + path + b" " + pick([b"HTTP/1.1"], VERSIONS)
+    lines = [line]
+    for _ in range(draw(st.integers(0, 7))):
+        name = pick(CLEAN_NAMES, NAMES)
+        if odd():
+            name = draw(st.binary(min_size=1, max_size=6))
+        ln = name.lower()
+        value = pick([b"0", b"5", b"12", b"007"] if ln == b"content-length" else
+                     [b"close", b"keep-alive", b"Keep-Alive", b"CLOSE", b"close, te"]
+                     if ln == b"connection" else CLEAN_VALUES, VALUES)
+        if odd():
+            value = draw(st.binary(max_size=8))
+        lines.append(name + pick([b": ", b":", b":  "], SEPS) + value)
+    if draw(st.integers(0, 3)) or odd():
+        cl = draw(st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-length"]))
+        lines.insert(draw(st.integers(1, len(lines))),
+                     cl + pick([b": "], SEPS) + pick([b"0", b"5", b"12", b"007"], CL_VALUES))
+    head = b"".join(x + (pick([eol], EOLS)) for x in lines) + eol
+    if level == 3:
+        h = bytearray(head)
+        for _ in range(draw(st.integers(1, 3))):
+            i = draw(st.integers(0, len(h) - 1))
+            if draw(st.booleans()):   # next to a delimiter: where parsers disagree
+                spots = [j for j, c in enumerate(h) if c in b": \r\n0123456789"] or [0]
+                i = draw(st.sampled_from(spots))
+            b = draw(st.sampled_from(ODD_BYTES))
+            op = draw(st.integers(0, 3))
+            if op == 0:
+                h[i] = b
+            elif op == 1:
+                h.insert(i, b)
+            elif op == 2:
+                del h[i]
+            else:       # duplicate the line around i
+                a = h.rfind(b"\n", 0, i) + 1
+                z = h.find(b"\n", i) + 1 or len(h)
+                h[a:a] = h[a:z]
+        head = bytes(h)
+    if odd():
+        head = draw(st.sampled_from([b"\r\n", b"\r\n\r\n", b"\n"])) + head
+    body = draw(st.binary(max_size=20))
+    if draw(st.integers(0, 3)):
+        # a body as long as the (first) declared length, when it is small and numeric
+        for ln in lines[1:]:
+            if ln.lower().startswith(b"content-length:"):
+                v = ln.split(b":", 1)[1].strip()
+                if v.isdigit() and int(v) <= 40:
+                    body = bytes(int(v))
+                break
+        else:
+            body = b""
+    return head + body
+
+
+@st.composite
+def stream(draw: Any, response: bool) -> bytes:
+    data = b"".join(draw(st.lists(message(response), min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        data += draw(st.sampled_from([b"GET", b"\r\n", b"HTTP/1.1 200 OK\r\n", b"x", b"PRI * HTTP/2.0\r\n"]))
+    return data
+
+
+# --- running a decoder -------------------------------------------------------------
+def _meta_view(meta: HttpMeta) -> tuple[Any, ...]:
+    return (meta.version, meta.method, meta.path, meta.status, meta.reason, meta.head_len,
+            meta.body_kind, meta.keep_alive, meta.upgrade, list(meta.header_list))
+
+
+def _frame_view(f: Frame) -> tuple[Any, ...]:
+    assert isinstance(f.meta, HttpMeta)
+    return ("frame", f.raw, f.kind, f.request_id, f.orig_request_id, f.status, bytes(f.body),
+            _meta_view(f.meta), f.headers, CODEC.keep_alive(f), CODEC.is_interim(f),
+            CODEC.encode(f))
+
+
+def run(data: bytes, cuts: list[int], role: Role, fast: bool, limits: Any = DEFAULT_LIMITS,
+        methods: list[str] | None = None, use_bytearray: bool = False) -> list[Any]:
+    """Feed ``data`` in pieces ending at ``cuts`` (then the rest), decode like the proxy."""
+    dec = CODEC.new_decoder(role, limits, fast=fast)
+    for m in methods or []:
+        sent = Frame(CODEC, Kind.REQUEST, 0, b"")
+        sent.meta = HttpMeta()
+        sent.meta.method = m
+        dec.request_sent(sent)
+    out: list[Any] = []
+    buf = bytearray() if use_bytearray else b""
+    pos = 0
+    ends = sorted({c for c in cuts if 0 < c < len(data)} | {len(data)})
+    prev = 0
+    for end in ends:
+        buf = buf + data[prev:end] if not use_bytearray else buf + bytearray(data[prev:end])
+        prev = end
+        while True:
+            try:
+                r = dec.decode(buf, pos)
+            except ProtocolError as e:
+                out.append(("error", type(e).__name__, str(e), e.offset, e.reply_hint))
+                return out
+            if isinstance(r, int):
+                out.append(("need", r))
+                break
+            out.append(_frame_view(r))
+            pos += len(r.raw)
+    try:
+        last = dec.eof(buf, pos)
+    except ProtocolError as e:
+        out.append(("eof-error", type(e).__name__, str(e), e.offset))
+    else:
+        out.append(("eof", None if last is None else _frame_view(last)))
+    return out
+
+
+def check(data: bytes, cuts: list[int], role: Role, limits: Any = DEFAULT_LIMITS,
+          methods: list[str] | None = None, use_bytearray: bool = False) -> list[Any]:
+    slow = run(data, cuts, role, False, limits, methods, use_bytearray)
+    fast = run(data, cuts, role, True, limits, methods, use_bytearray)
+    assert fast == slow, (data, cuts, role)
+    return fast
+
+
+# --- tests -------------------------------------------------------------------------
+#: XPROTO_HTTP_FASTPATH_EXAMPLES=20000 for a long hunt
+PROPS = settings(max_examples=int(os.environ.get("XPROTO_HTTP_FASTPATH_EXAMPLES", "600")),
+                 deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@PROPS
+@given(data=stream(False), cuts=st.lists(st.integers(0, 400), max_size=4),
+       role=st.sampled_from([Role.REQUESTS, Role.ANY]), small=st.booleans(), ba=st.booleans())
+def test_requests_agree(data: bytes, cuts: list[int], role: Role, small: bool, ba: bool) -> None:
+    check(data, cuts, role, SMALL if small else DEFAULT_LIMITS, use_bytearray=ba)
+
+
+@PROPS
+@given(data=stream(True), cuts=st.lists(st.integers(0, 400), max_size=4),
+       role=st.sampled_from([Role.RESPONSES, Role.ANY]), small=st.booleans(),
+       methods=st.lists(st.sampled_from(["GET", "HEAD", "CONNECT", "POST"]), max_size=3))
+def test_responses_agree(data: bytes, cuts: list[int], role: Role, small: bool,
+                         methods: list[str]) -> None:
+    check(data, cuts, role, SMALL if small else DEFAULT_LIMITS, methods)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=stream(False))
+def test_byte_by_byte_agrees(data: bytes) -> None:
+    check(data, list(range(len(data))), Role.REQUESTS)
+
+
+TYPICAL_REQ = (b"POST /api/v1/orders?id=42 HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nAccept: */*\r\n"
+               b"Connection: keep-alive\r\nContent-Length: 23\r\nContent-Type: application/json\r\n"
+               b"\r\n{\"item\":\"book\",\"qty\":2}")
+TYPICAL_RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+                b"Server: x\r\n\r\n{\"ok\":true}")
+
+
+def test_typical_messages_take_the_fast_path() -> None:
+    # the fast path leaves the header list unsplit until it is asked for
+    f = CODEC.new_decoder(Role.REQUESTS).decode(TYPICAL_REQ + TYPICAL_REQ, 0)
+    assert isinstance(f, Frame) and f.raw == TYPICAL_REQ and f.meta._hl is None
+    assert f.headers["content-length"] == "23" and f.meta.method == "POST"
+    f = CODEC.new_decoder(Role.RESPONSES).decode(TYPICAL_RESP, 0)
+    assert isinstance(f, Frame) and f.status == 200 and f.meta._hl is None
+    g = CODEC.new_decoder(Role.REQUESTS, fast=False).decode(TYPICAL_REQ, 0)
+    assert isinstance(g, Frame) and g.meta._hl is not None
+    check(TYPICAL_REQ * 3, [], Role.REQUESTS)
+    check(TYPICAL_RESP * 3 + b"HTTP/1.1 204 No Content\r\n\r\n", [], Role.RESPONSES)
+
+
+NASTY = [
+    b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxx",
+    b"GET / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nxx",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\n Folded\r\n\r\nabc",
+    b"POST / HTTP/1.1\nContent-Length: 3\n\nabc",
+    b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nContent-Length: 3 \r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nContent-Length:\t3\r\n\r\nabc",
+    b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+]
+
+
+def test_nasty_cases_agree() -> None:
+    for data in NASTY:
+        for role in (Role.REQUESTS, Role.ANY):
+            check(data, [], role)
+            check(data, [len(data) // 2], role, SMALL)
+
+
+def test_slow_env_var_turns_the_fast_path_off() -> None:
+    code = ("from xproto.codecs.http import HttpCodec; from xproto.codec import Role;"
+            "print(HttpCodec().new_decoder(Role.REQUESTS)._fast)")
+    env = {**os.environ, SLOW_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "False"
+    assert CODEC.new_decoder(Role.REQUESTS)._fast is (os.environ.get(SLOW_ENV, "") in ("", "0"))
+
+
+FRAMING_NAMES = [b"Content-Length", b"content-length", b"Transfer-Encoding", b"transfer-encoding",
+                 b"TRANSFER-ENCODING", b"Connection", b"Upgrade", b"Proxy-Connection",
+                 b"Content-Length ", b"Transfer-Encoding ", b"Content-Length\t"]
+
+
+@st.composite
+def one_odd_line(draw: Any, response: bool) -> bytes:
+    """A clean message with one odd header line (framing names and values first)."""
+    if response:
+        start = b"HTTP/1.1 " + draw(st.sampled_from([b"200 OK", b"404 Not Found", b"500 x"]))
+    else:
+        start = draw(st.sampled_from(CLEAN_METHODS)) + b" /p?q=1 HTTP/1.1"
+    lines = [start, b"Host: h", b"Content-Length: 3", b"Connection: keep-alive"]
+    lines = lines[:1] + draw(st.lists(st.sampled_from(lines[1:]), max_size=3, unique=True))
+    name = draw(st.sampled_from(FRAMING_NAMES) | st.sampled_from(NAMES)
+                | st.binary(min_size=1, max_size=6))
+    value = draw(st.sampled_from(CL_VALUES + VALUES) | st.binary(max_size=8))
+    odd = name + draw(st.sampled_from(SEPS)) + value
+    lines.insert(draw(st.integers(1, len(lines))), odd)
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(1, len(lines))), odd)     # twice
+    return b"\r\n".join(lines) + b"\r\n\r\n" + b"abcdefghijklmnopqrstuvwxyz"[:draw(st.integers(0, 26))]
+
+
+@PROPS
+@given(data=one_odd_line(False), cuts=st.lists(st.integers(0, 200), max_size=2))
+def test_one_odd_request_line_agrees(data: bytes, cuts: list[int]) -> None:
+    check(data, cuts, Role.REQUESTS)
+
+
+@PROPS
+@given(data=one_odd_line(True), cuts=st.lists(st.integers(0, 200), max_size=2),
+       methods=st.lists(st.sampled_from(["GET", "HEAD", "POST"]), max_size=2))
+def test_one_odd_response_line_agrees(data: bytes, cuts: list[int], methods: list[str]) -> None:
+    check(data, cuts, Role.RESPONSES, methods=methods)

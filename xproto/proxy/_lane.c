@@ -226,29 +226,38 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (rid == hb) break;
         PyObject *key = PyLong_FromLongLong(rid);
         if (key == NULL) goto error;
-        PyObject *ent = PyDict_GetItemWithError(pending, key);   /* borrowed */
-        if (ent == NULL) {
-            Py_DECREF(key);
-            if (PyErr_Occurred()) goto error;
-            break;
+        /* one lookup: pop, and put back what this loop does not take (rare) */
+        PyObject *ent = _PyDict_Pop(pending, key, Py_None);   /* new reference */
+        if (ent == NULL) { Py_DECREF(key); goto error; }
+        if (ent == Py_None) { Py_DECREF(ent); Py_DECREF(key); break; }
+        PyObject *elb = NULL;
+        int take = PyTuple_CheckExact(ent) && PyTuple_GET_SIZE(ent) == 3;
+        if (take) {
+            elb = PyTuple_GET_ITEM(ent, 0);
+            if (lb == Py_None) {
+                Py_DECREF(lb);
+                lb = elb;
+                Py_INCREF(lb);
+            } else if (elb != lb) {
+                next_lb = elb;   /* stays alive: the entry goes back into pending */
+                take = 0;
+            }
         }
-        if (!PyTuple_CheckExact(ent) || PyTuple_GET_SIZE(ent) != 3) { Py_DECREF(key); break; }
-        PyObject *elb = PyTuple_GET_ITEM(ent, 0);
-        if (lb == Py_None) {
-            Py_DECREF(lb);
-            lb = elb;
-            Py_INCREF(lb);
-        } else if (elb != lb) {
-            next_lb = elb;
+        if (!take) {
+            int rc = PyDict_SetItem(pending, key, ent);
+            Py_DECREF(ent);
             Py_DECREF(key);
+            if (rc < 0) goto error;
             break;
         }
         if (out == Py_None) {
             Py_DECREF(out);
             out = PyByteArray_FromStringAndSize((const char *)b, n);
-            if (out == NULL) { Py_DECREF(key); goto error_noout; }
+            if (out == NULL) { Py_DECREF(ent); Py_DECREF(key); goto error_noout; }
         }
-        if (patch_id(kind, out, pos, PyTuple_GET_ITEM(ent, 1)) < 0) { Py_DECREF(key); goto error; }
+        int prc = patch_id(kind, out, pos, PyTuple_GET_ITEM(ent, 1));
+        Py_DECREF(ent);
+        if (prc < 0) { Py_DECREF(key); goto error; }
         if (status != ok_status) {
             PyObject *h;
             if (status < ntable) {
@@ -262,7 +271,6 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(h);
             if (rc < 0) { Py_DECREF(key); goto error; }
         }
-        if (PyDict_DelItem(pending, key) < 0) { Py_DECREF(key); goto error; }
         Py_DECREF(key);
         k++;
         pos = end;

@@ -252,7 +252,16 @@ class Lane:
                     gen._next = nxt2
                     lb.out = out
                     conn.wbuf.append(out)
-                    self._settle(down, conn, lb, nxt2 - 1, waiting, True)
+                    if waiting:     # self._settle(..., True), inlined
+                        down.lane_batches.add(lb)
+                        lb.last = nxt2 - 1
+                        lb.left = waiting
+                        down.inflight += waiting
+                        cl.inflight += waiting
+                        conn.endpoint.active += waiting
+                        timeout = self.timeout
+                        if timeout:
+                            lb.timer = self.lr.timeouts.add(lb, lb.start + timeout)
                     self._done(down, conn, lb, sent)
                     if down.frame_timer is not None:
                         down.frame_timer.cancel()
@@ -392,7 +401,11 @@ class Lane:
         down.stats.requests += sent
         conn.counter.requests += sent
         if not conn.dirty:
-            conn.batch.defer(conn)
+            if len(self.lr.connections) == 1:
+                # a lone client: nothing to coalesce with, so no wait for the loop's turn
+                conn.flush()
+            else:
+                conn.batch.defer(conn)
         if lb.left and lb.timer is None:   # a read cut short by the general path
             timeout = self.timeout
             if timeout:
@@ -537,17 +550,24 @@ def responses_native(conn: UpstreamConnection, src: Any, pos: int, n: int) -> in
     pending = conn.pending
     hb = conn.hb_id
     now = conn.last_active
-    out: Any = None
-    lb: Any = None
     run: Any = None
     run_start = pos
     rk = done = 0
     others: list[int] = []
     hsum = 0.0
+    p, k, glb, nlb, out = run_c(kind, src, None, pos, pending, hb, None, others, table, lim1, lim2)
+    if k and nlb is None:
+        # one batch's answers (the common case): no run bookkeeping
+        hsum = _settle_group(glb, k, now)
+        _deliver(glb.down, out, pos, p, k, others, hsum, glb)
+        conn.pool.cluster.inflight -= k
+        conn.endpoint.active -= k
+        return p
+    last = glb
     while True:
-        p, k, glb, nlb, out = run_c(kind, src, out, pos, pending, hb, lb, others, table, lim1, lim2)
         if not k:
             break
+        last = glb
         if run is None:
             run = glb.down
         hsum += _settle_group(glb, k, now)
@@ -564,8 +584,9 @@ def responses_native(conn: UpstreamConnection, src: Any, pos: int, n: int) -> in
             run = nlb.down
             run_start = pos
         lb = nlb
+        p, k, glb, nlb, out = run_c(kind, src, out, pos, pending, hb, lb, others, table, lim1, lim2)
     if run is not None:
-        _deliver(run, out, run_start, pos, rk, others, hsum, glb)
+        _deliver(run, out, run_start, pos, rk, others, hsum, last)
         done += rk
         conn.pool.cluster.inflight -= done
         conn.endpoint.active -= done
@@ -607,14 +628,14 @@ def _deliver(down: Any, out: bytearray, a: int, b: int, k: int, others: list[int
     for s in others:
         d[s] = d.get(s, 0) + 1
         up[s] = up.get(s, 0) + 1
-    down.wbuf.append(out if a == 0 and b == len(out) else out[a:b])
+    chunk = out if a == 0 and b == len(out) else out[a:b]
     if not down.dirty:
-        batch = down.batch
-        if batch.depth:
-            down.dirty = True
-            batch.dirty.append(down)
-        else:
-            down.flush()
+        # nothing queued before it: straight to the transport (Batch.send's work, skipped)
+        t = down.transport
+        if t is not None and not t.is_closing():
+            t.write(chunk)
+    else:
+        down.wbuf.append(chunk)
     left = down.inflight - k
     down.inflight = left
     if not left:

@@ -22,7 +22,8 @@ class TimeoutWheel:
     """Deadlines for objects with an ``on_timeout()`` method (and a ``timer`` slot the
     wheel sets to their slot, so ``cancel`` needs nothing else)."""
 
-    __slots__ = ("_armed", "_batch", "_handle", "_heap", "_inv", "_loop", "_res", "slots")
+    __slots__ = ("_armed", "_batch", "_handle", "_heap", "_inv", "_last_n", "_last_slot", "_loop", "_res",
+                 "slots")
 
     def __init__(self, loop: Any, resolution: float = DEFAULT_RESOLUTION,
                  batch: Any = None) -> None:
@@ -35,18 +36,28 @@ class TimeoutWheel:
         self._handle: Any = None
         self._armed = -1            # slot the loop timer is armed for (-1: none)
         self._batch = batch
+        #: the slot number and slot of the last add (no lookup for the next one); reset
+        #: whenever slots leave the table
+        self._last_n = -1
+        self._last_slot: dict[Any, None] = {}
 
     def add(self, item: Any, deadline: float) -> dict[Any, None]:
         """Expire ``item`` (call ``item.on_timeout()``) at ``deadline`` (loop time), at most
         one resolution late. Returns the slot: ``slot.pop(item, None)`` cancels."""
         n = math.ceil(deadline * self._inv)
+        if n == self._last_n:       # the slot of the previous add (reads of one loop turn)
+            slot = self._last_slot
+            slot[item] = None
+            return slot
         slot = self.slots.get(n)
+        self._last_n = n
         if slot is None:
             slot = self.slots[n] = {}
             heapq.heappush(self._heap, n)
             if self._armed < 0 or n < self._armed:
                 self._arm(n)
         slot[item] = None
+        self._last_slot = slot
         return slot
 
     @staticmethod
@@ -67,6 +78,7 @@ class TimeoutWheel:
         cur = math.floor(self._loop.time() * self._inv + 1e-9)
         heap = self._heap
         slots = self.slots
+        self._last_n = -1
         due: list[dict[Any, None]] = []
         while heap and heap[0] <= cur:
             n = heapq.heappop(heap)
@@ -96,6 +108,7 @@ class TimeoutWheel:
             self._handle.cancel()
             self._handle = None
         self._armed = -1
+        self._last_n = -1
         self.slots.clear()
         self._heap.clear()
 

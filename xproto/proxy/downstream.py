@@ -184,6 +184,12 @@ class DownstreamConnection(asyncio.Protocol, Writable):
 
     # --- reading -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        lane = self.lane
+        if lane is not None and not self.closed:
+            if self.lr.idle_timeout > 0:
+                self.last_active = self.loop.time()
+            lane.requests(self, data)     # it opens a write batch when it needs one
+            return
         if self.closed:
             return
         lr = self.lr

@@ -125,7 +125,7 @@ class Lane:
     """One listener's fast lane for one codec (see the module docstring)."""
 
     __slots__ = ("cluster", "codec", "decoder", "lr", "mask", "native", "native_responses", "scanner",
-                 "timeout", "up_stats")
+                 "sole", "timeout", "up_stats")
 
     def __init__(self, lr: ListenerRuntime, codec: Codec, cluster: Cluster, timeout: float | None,
                  scanner: Scanner) -> None:
@@ -138,6 +138,8 @@ class Lane:
         #: rebuilds a lane request's frame when it needs a local reply
         self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
         self.mask = codec.id_generator(1)._mask
+        #: the connection of a one-endpoint, one-connection cluster while it is open
+        self.sole: Any = None
         #: the C loops (xproto/proxy/_lane.c) when built and the codec has one
         self.native: Any = None
         self.native_responses: Any = None
@@ -171,6 +173,9 @@ class Lane:
     def ready_conn(self) -> UpstreamConnection | None:
         """An open upstream connection the next read's requests can take, or None (the
         general path then connects, queues or answers)."""
+        conn = self.sole
+        if conn is not None and conn.state == OPEN:
+            return conn
         cl = self.cluster
         if cl.closing:
             return None
@@ -183,6 +188,9 @@ class Lane:
                 if len(conns) == 1:
                     conn = conns[0]
                     if conn.state == OPEN and conn.lane_scan is not None and cl.settings.max_connections == 1:
+                        # one endpoint, at most one connection: every read takes this one
+                        # while it is open (a new one after it closes)
+                        self.sole = conn
                         return conn
         if ep is None:
             ep = cl.pick()
@@ -205,7 +213,7 @@ class Lane:
             if s is None:
                 return None
             conn.lane_scan = s
-            conn.fast = responses_native if (s.native and _NATIVE is not None) else responses
+            conn.fast = native_responses_for(conn) if (s.native and _NATIVE is not None) else responses
         return conn
 
     def _open_conn(self, ep: Any) -> UpstreamConnection | None:
@@ -229,10 +237,15 @@ class Lane:
         return None
 
     def requests(self, down: DownstreamConnection, data: bytes) -> None:
-        """A read on a lane connection (inside a write batch)."""
+        """A read on a lane connection."""
         conn = self.ready_conn()
         if conn is None:
-            down._feed(data)
+            batch = down.batch
+            batch.begin()
+            try:
+                down._feed(data)
+            finally:
+                batch.end()
             return
         native = self.native
         if native is not None and not down.buf:
@@ -242,7 +255,10 @@ class Lane:
             n = len(data)
             if not (gen.wrapped or nxt == 0 or nxt + n > gen._mask):
                 cl = self.cluster
-                room = min(down.lr.max_pending - down.inflight, cl.settings.max_pending - cl.inflight)
+                room = down.lr.max_pending - down.inflight
+                croom = cl.settings.max_pending - cl.inflight
+                if croom < room:
+                    room = croom
                 lb = LaneBatch(self, down, conn, None, down.loop.time(), nxt)
                 sc = self.scanner
                 lim1, lim2 = sc.native_limits
@@ -269,7 +285,12 @@ class Lane:
                     return
                 gen._next = nxt2
                 lb.out = out
-                self._loop(down, conn, data, data, lb, out, pos, sent, waiting)
+                batch = down.batch
+                batch.begin()
+                try:
+                    self._loop(down, conn, data, data, lb, out, pos, sent, waiting)
+                finally:
+                    batch.end()
                 return
         lb = LaneBatch(self, down, conn, None, down.loop.time(), conn.next_id._next)
         buf = down.buf
@@ -278,7 +299,12 @@ class Lane:
             src: Any = buf
         else:
             src = data
-        self._loop(down, conn, src, data, lb, None, 0, 0, 0)
+        batch = down.batch
+        batch.begin()
+        try:
+            self._loop(down, conn, src, data, lb, None, 0, 0, 0)
+        finally:
+            batch.end()
 
     def _loop(self, down: DownstreamConnection, conn: UpstreamConnection, src: Any, data: bytes,
               lb: LaneBatch, out: Any, pos: int, sent: int, waiting: int) -> None:
@@ -540,8 +566,74 @@ def responses(conn: UpstreamConnection, src: Any, pos: int, n: int) -> int:
     return pos
 
 
-def responses_native(conn: UpstreamConnection, src: Any, pos: int, n: int) -> int:
-    """:func:`responses` with the per-frame work in C (xproto/proxy/_lane.c)."""
+def native_responses_for(conn: UpstreamConnection) -> Any:
+    """:func:`responses` with the per-frame work in C (xproto/proxy/_lane.c), bound to
+    ``conn`` (its constants looked up once)."""
+    sc = conn.lane_scan
+    run_c = _NATIVE.responses
+    kind = sc.native
+    lim1, lim2 = sc.native_limits
+    table = sc.status_table
+    pending = conn.pending
+    cluster = conn.pool.cluster
+    ep = conn.endpoint
+    buckets = DURATION_BUCKETS
+
+    def fast(conn: Any, src: Any, pos: int, n: int) -> int:
+        others: list[int] = []
+        p, k, lb, nlb, out = run_c(kind, src, None, pos, pending, conn.hb_id, None, others, table,
+                                   lim1, lim2)
+        if not k:
+            return pos
+        if nlb is not None:
+            return _responses_native(conn, src, pos, p, k, lb, nlb, out, others)
+        # one batch's answers (the common case): _settle_group and _deliver, inlined
+        left = lb.left - k
+        lb.left = left
+        down = lb.down
+        if not left:
+            down.lane_batches.discard(lb)
+            t = lb.timer
+            if t is not None:
+                lb.timer = None
+                t.pop(lb, None)
+        cluster.inflight -= k
+        ep.active -= k
+        if down.closed:
+            return p
+        secs = conn.last_active - lb.start
+        stats = down.stats
+        h = stats.hist
+        h.counts[bisect_left(buckets, secs)] += k
+        h.sum += secs * k
+        d = stats.responses
+        up = lb.lane.up_stats.responses
+        ok = k - len(others)
+        if ok:
+            d[200] = d.get(200, 0) + ok
+            up[200] = up.get(200, 0) + ok
+        for st in others:
+            d[st] = d.get(st, 0) + 1
+            up[st] = up.get(st, 0) + 1
+        chunk = out if pos == 0 and p == len(out) else out[pos:p]
+        if not down.dirty:
+            t = down.transport
+            if t is not None and not t.is_closing():
+                t.write(chunk)
+        else:
+            down.wbuf.append(chunk)
+        left = down.inflight - k
+        down.inflight = left
+        if not left:
+            down.answered_all()
+        return p
+    return fast
+
+
+def _responses_native(conn: UpstreamConnection, src: Any, pos: int, p: int, k: int, glb: Any,
+                      nlb: Any, out: Any, others: list[int]) -> int:
+    """Answers for several batches in one read (the first group already taken: ``k``
+    answers of ``glb`` in ``src[pos:p]``)."""
     sc = conn.lane_scan
     run_c = _NATIVE.responses
     kind = sc.native
@@ -553,16 +645,7 @@ def responses_native(conn: UpstreamConnection, src: Any, pos: int, n: int) -> in
     run: Any = None
     run_start = pos
     rk = done = 0
-    others: list[int] = []
     hsum = 0.0
-    p, k, glb, nlb, out = run_c(kind, src, None, pos, pending, hb, None, others, table, lim1, lim2)
-    if k and nlb is None:
-        # one batch's answers (the common case): no run bookkeeping
-        hsum = _settle_group(glb, k, now)
-        _deliver(glb.down, out, pos, p, k, others, hsum, glb)
-        conn.pool.cluster.inflight -= k
-        conn.endpoint.active -= k
-        return p
     last = glb
     while True:
         if not k:

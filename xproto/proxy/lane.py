@@ -267,7 +267,6 @@ class Lane:
                 if pos == n:
                     gen._next = nxt2
                     lb.out = out
-                    conn.wbuf.append(out)
                     if waiting:     # self._settle(..., True), inlined
                         down.lane_batches.add(lb)
                         lb.last = nxt2 - 1
@@ -278,7 +277,22 @@ class Lane:
                         timeout = self.timeout
                         if timeout:
                             lb.timer = self.lr.timeouts.add(lb, lb.start + timeout)
-                    self._done(down, conn, lb, sent)
+                    # self._done(...), inlined
+                    down.stats.requests += sent
+                    conn.counter.requests += sent
+                    if conn.dirty:
+                        conn.wbuf.append(out)
+                    elif len(self.lr.connections) == 1:
+                        # a lone client: nothing to coalesce with, so no wait for the
+                        # loop's turn (and nothing queued before it: straight out)
+                        t = conn.transport
+                        if not t.is_closing():
+                            t.write(out)
+                    else:
+                        conn.wbuf.append(out)
+                        conn.batch.defer(conn)
+                    if conn.paused:
+                        down.block_on(conn)   # the upstream does not keep up: hold the sender
                     if down.frame_timer is not None:
                         down.frame_timer.cancel()
                         down.frame_timer = None

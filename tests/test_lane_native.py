@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_scanner import bolt_cases, dubbo_cases
 
 from xproto.codec import Role
 from xproto.limits import DEFAULT_LIMITS, Limits
 from xproto.registry import default_registry
-
-from test_scanner import bolt_cases, dubbo_cases
 
 lane_c = pytest.importorskip("xproto.proxy._lane")
 
@@ -90,7 +89,7 @@ def _stream(draw: Any, cases: Any, role: Role) -> tuple[bytes, Limits]:
     limits = DEFAULT_LIMITS
     for i in range(draw(st.integers(1, 6))):
         while True:
-            frame, lim, r, how = draw(cases)
+            frame, lim, r, _how = draw(cases)
             if r is role:
                 break
         if i == 0:
@@ -188,17 +187,17 @@ def test_plain_round_trip(proto: str) -> None:
     codec = REG.get(proto)
     if proto == "dubbo":
         req = [struct.pack(">HBBqI", 0xDABB, 0xC2, 0, 100 + i, 3) + b"abc" for i in range(16)]
-        resp = lambda uid, st: struct.pack(">HBBqI", 0xDABB, 0x02, st, uid, 1) + b"N"  # noqa: E731
+        resp = lambda uid, st: struct.pack(">HBBqI", 0xDABB, 0x02, st, uid, 1) + b"N"
         ok, bad = 20, 70
     else:
         req = [struct.pack(">BBHBIBiHHI", 1, 1, 1, 1, 100 + i, 1, 3000, 0, 0, 2) + b"xy" for i in range(16)]
-        resp = lambda uid, st: struct.pack(">BBHBIBHHHI", 1, 0, 2, 1, uid, 1, st, 0, 0, 1) + b"z"  # noqa: E731
+        resp = lambda uid, st: struct.pack(">BBHBIBHHHI", 1, 0, 2, 1, uid, 1, st, 0, 0, 1) + b"z"
         ok, bad = 0, 1
     sc = codec.scanner(Role.REQUESTS)
     lb = LB()
     pending: dict[int, Any] = {}
     src = b"".join(req)
-    pos, nxt, sent, waiting, out = lane_c.requests(sc.native, src, None, 0, 7, 100, pending, lb,
+    pos, nxt, sent, waiting, _out = lane_c.requests(sc.native, src, None, 0, 7, 100, pending, lb,
                                                    *sc.native_limits)
     assert (pos, nxt, sent, waiting) == (len(src), 23, 16, 16)
     assert sorted(pending) == list(range(7, 23))

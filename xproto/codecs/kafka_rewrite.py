@@ -156,7 +156,7 @@ def clamp_api_versions(frame: Frame) -> bytes | None:
     value = _kio_parse(schema, frame.raw, body)
     changed = False
     keys = []
-    for k in value.api_keys:
+    for k in _array(value, "api_keys"):
         if k.api_key in ADDRESS_APIS:
             top = max_known_version(int(k.api_key))
             if k.max_version > top:

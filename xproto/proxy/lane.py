@@ -257,7 +257,7 @@ class Lane:
                 cl = self.cluster
                 room = down.lr.max_pending - down.inflight
                 croom = cl.settings.max_pending - cl.inflight
-                if croom < room:
+                if croom < room:  # noqa: PLR1730 (min() is a call on the hot path)
                     room = croom
                 lb = LaneBatch(self, down, conn, None, down.loop.time(), nxt)
                 sc = self.scanner

@@ -21,8 +21,6 @@ stays in it.
 """
 from __future__ import annotations
 
-import importlib
-import os
 import re
 import struct
 import sys
@@ -31,6 +29,7 @@ from codecs import utf_8_decode
 from collections.abc import Callable
 from typing import Any
 
+from xproto import accel
 from xproto.errors import LimitExceeded, ProtocolError
 from xproto.limits import DEFAULT_LIMITS, Limits
 
@@ -73,13 +72,8 @@ _UTF8_LEN = bytes(
 # The optional C accelerator (_speedups.c, built by setup.py when a compiler is there):
 # skip()'s loop for the simple cases; XPROTO_PURE_PYTHON=1 ignores it.
 def _load_speedups() -> Callable[..., tuple[int, int, int]] | None:
-    if os.environ.get("XPROTO_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        mod = importlib.import_module("._speedups", __package__)
-    except ImportError:  # no compiler at install time: the pure-Python path
-        return None
-    return mod.skip_loop  # type: ignore[no-any-return]
+    mod = accel.load("xproto.hessian2._speedups")
+    return None if mod is None else mod.skip_loop  # type: ignore[no-any-return]
 
 
 _skip_loop = _load_speedups()

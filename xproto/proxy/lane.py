@@ -22,10 +22,10 @@ it), not per request.
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
+from xproto import accel
 from xproto.codec import Codec, IdGenerator, PoolMode, Reason, Role, Scanner
 from xproto.errors import ProtocolError
 from xproto.metrics import DURATION_BUCKETS
@@ -41,19 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xproto.proxy")
 
 
-def _load_native() -> Any:
-    """The optional C loops (built by setup.py when a compiler is there);
-    XPROTO_PURE_PYTHON=1 ignores them."""
-    if os.environ.get("XPROTO_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from xproto.proxy import _lane  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _lane
-
-
-_NATIVE = _load_native()
+_NATIVE: Any = accel.load("xproto.proxy._lane")
 #: which path is active (the benchmark prints it)
 NATIVE = _NATIVE is not None
 
@@ -616,30 +604,8 @@ def native_responses_for(conn: UpstreamConnection) -> Any:
         if down.closed:
             return p
         secs = conn.last_active - lb.start
-        stats = down.stats
-        h = stats.hist
-        h.counts[bisect_left(buckets, secs)] += k
-        h.sum += secs * k
-        d = stats.responses
-        up = lb.lane.up_stats.responses
-        ok = k - len(others)
-        if ok:
-            d[200] = d.get(200, 0) + ok
-            up[200] = up.get(200, 0) + ok
-        for st in others:
-            d[st] = d.get(st, 0) + 1
-            up[st] = up.get(st, 0) + 1
-        chunk = out if pos == 0 and p == len(out) else out[pos:p]
-        if not down.dirty:
-            t = down.transport
-            if t is not None and not t.is_closing():
-                t.write(chunk)
-        else:
-            down.wbuf.append(chunk)
-        left = down.inflight - k
-        down.inflight = left
-        if not left:
-            down.answered_all()
+        down.stats.hist.counts[bisect_left(buckets, secs)] += k
+        _deliver(down, out, pos, p, k, others, secs * k, lb)
         return p
     return fast
 

@@ -196,6 +196,13 @@ class Codec:
         """Build the string header map of a frame (called lazily by ``frame.headers``)."""
         return {}
 
+    def route_headers(self, frame: Frame, keys: frozenset[str]) -> dict[str, str]:
+        """The headers routing looks at: at least ``keys`` (those present). The default is
+        the full map, ``frame.headers``; a codec may read less (Dubbo reads the body's
+        leading strings only when routes ask for nothing else). The result is for reading
+        only: changing headers goes through ``frame.headers``."""
+        return frame.headers
+
     # --- encoding --------------------------------------------------------------
     def encode(self, frame: Frame) -> bytes:
         """Bytes of ``frame``.

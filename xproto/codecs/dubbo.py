@@ -89,6 +89,7 @@ RESPONSE_NULL_VALUE_WITH_ATTACHMENTS = 5
 
 #: header keys that name body fields, not attachments
 BODY_KEYS = ("dubbo", "service", "version", "method")
+_BODY_KEY_SET = frozenset(BODY_KEYS)
 
 _PRIMITIVES = frozenset(b"ZBCDFIJS")
 
@@ -331,6 +332,23 @@ class DubboCodec(Codec):
         h["version"] = b.version
         h["method"] = b.method
         return h
+
+    def route_headers(self, frame: Frame, keys: frozenset[str]) -> dict[str, str]:
+        """Routes on ``dubbo``/``service``/``version``/``method`` only: the body's four
+        leading hessian strings are read, not the argument types, arguments or attachments
+        (the frame is forwarded as its bytes: what routing did not read is the upstream's
+        to judge). Anything else: the full map."""
+        raw = frame.raw
+        if (frame._headers is not None or not keys <= _BODY_KEY_SET or frame.kind is Kind.RESPONSE
+                or frame.heartbeat or len(raw) <= HEADER_LEN or raw[2] & SERIALIZATION_MASK != HESSIAN2):
+            return frame.headers
+        try:
+            r = _hessian().Reader(raw, HEADER_LEN, dialect="hessian2", limits=self._limits(frame))
+            return {"dubbo": r.read_string() or "", "service": r.read_string() or "",
+                    "version": r.read_string() or "", "method": r.read_string() or ""}
+        except ProtocolError as e:
+            raise ProtocolError(f"bad request body: {e.message}", protocol=NAME, offset=e.offset,
+                                reply_hint=Reason.BAD_REQUEST.value) from e
 
     def _response_attachments(self, frame: Frame) -> dict[Any, Any] | None:
         if frame.status != Status.OK:

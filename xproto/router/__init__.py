@@ -117,12 +117,15 @@ class _CompiledRoute:
 class RouteTable:
     """A listener's routes, compiled once; :meth:`route` is the per-request hot path."""
 
-    __slots__ = ("_rng", "_routes", "listener")
+    __slots__ = ("_keys", "_rng", "_routes", "listener")
 
     def __init__(self, listener_cfg: Listener, rng: random.Random | None = None) -> None:
         self.listener = listener_cfg.name
         self._routes = tuple(_CompiledRoute(i, r) for i, r in enumerate(listener_cfg.routes))
         self._rng = rng if rng is not None else random.Random()
+        #: every header name a route tests (the codec may read only these)
+        self._keys = frozenset(k for r in listener_cfg.routes if r.match is not None
+                               for k in r.match.headers)
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -148,7 +151,10 @@ class RouteTable:
                 continue
             if r.tests:
                 if headers is None:
-                    headers = frame.headers  # parsed lazily, once
+                    # parsed lazily, once, and only as far as the routes need
+                    codec = getattr(frame, "codec", None)
+                    headers = (frame.headers if codec is None
+                               else codec.route_headers(frame, self._keys))
                 ok = True
                 for t in r.tests:
                     if not t(headers):

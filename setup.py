@@ -18,5 +18,10 @@ setup(
             sources=["xproto/proxy/_lane.c"],
             optional=True,
         ),
+        Extension(
+            "xproto.codecs._http_scan",
+            sources=["xproto/codecs/_http_scan.c"],
+            optional=True,
+        ),
     ]
 )

@@ -5,17 +5,24 @@ fed, in the same random chunks, to a fast decoder and to a ``fast=False`` one; b
 give the same sequence of outcomes: frames (bytes, kind, id, status, method, path, reason,
 version, keep-alive, body kind, head length, header list and header map), bytes-needed
 counts and errors (class, message, offset).
+
+Every test runs twice: with the C scanner (xproto/codecs/_http_scan.c, when built) and with
+the pure-Python reference it replaces (``_scan_head_py``); ``test_c_scanner_matches_python``
+and its siblings compare the two scanners directly on the same inputs.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import xproto.codecs.http as http_mod
 from xproto.codec import Role
 from xproto.codecs.http import SLOW_ENV, HttpCodec, HttpMeta
 from xproto.errors import ProtocolError
@@ -23,6 +30,8 @@ from xproto.frame import Frame, Kind
 from xproto.limits import DEFAULT_LIMITS
 
 CODEC = HttpCodec()
+SCAN_C = http_mod._scan_head_c
+SCAN_PY = http_mod._scan_head_py
 SMALL = DEFAULT_LIMITS.with_overrides(http_max_header_bytes=200, http_max_headers=5,
                                       http_max_body=50)
 
@@ -51,7 +60,8 @@ CLEAN_PATH = b"abcAZ09/-._~%!$&'()*+,;=:@?"
 CLEAN_NAMES = [b"Connection", b"Host", b"Accept", b"X-Request-Id", b"Content-Type",
                b"User-Agent"]
 CL_VALUES = [b"+3", b"1 2", b"-1", b"0x1", b"3 ", b" 3", b"", b"1,1", b"99999999999999999999",
-             b"\t3", b"3\t", b"\xd9\xa3", b"3\x00", b"00000000000000000003"]
+             b"\t3", b"3\t", b"\xd9\xa3", b"3\x00", b"00000000000000000003", b"000000000000000003",
+             b"0000000000000000003", b"999999999999999999"]
 #: bytes the mutations insert or write over
 ODD_BYTES = b" \t\r\n\x00\x7f\x80\xff:,+-0a;\"/"
 CLEAN_VALUES = [b"0", b"5", b"12", b"007", b"close", b"keep-alive", b"Keep-Alive", b"CLOSE",
@@ -88,7 +98,7 @@ def message(draw: Any, response: bool) -> bytes:
             name = draw(st.binary(min_size=1, max_size=6))
         ln = name.lower()
         value = pick([b"0", b"5", b"12", b"007"] if ln == b"content-length" else
-                     [b"close", b"keep-alive", b"Keep-Alive", b"CLOSE", b"close, te"]
+                     [b"close", b"keep-alive", b"Keep-Alive", b"CLOSE", b"close, te", b"te , close "]
                      if ln == b"connection" else CLEAN_VALUES, VALUES)
         if odd():
             value = draw(st.binary(max_size=8))
@@ -201,6 +211,19 @@ def check(data: bytes, cuts: list[int], role: Role, limits: Any = DEFAULT_LIMITS
 
 
 # --- tests -------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["c", "python"], autouse=True)
+def scanner(request: Any) -> Iterator[str]:
+    """Run the module once with each fast-path scanner (module scope: Hypothesis-safe)."""
+    if request.param == "c" and SCAN_C is None:
+        pytest.skip("the C scanner is not built (or XPROTO_PURE_PYTHON=1)")
+    saved = http_mod._scan_head
+    http_mod._scan_head = SCAN_C if request.param == "c" else SCAN_PY
+    try:
+        yield request.param
+    finally:
+        http_mod._scan_head = saved
+
+
 #: XPROTO_HTTP_FASTPATH_EXAMPLES=20000 for a long hunt
 PROPS = settings(max_examples=int(os.environ.get("XPROTO_HTTP_FASTPATH_EXAMPLES", "600")),
                  deadline=None, suppress_health_check=list(HealthCheck))
@@ -322,3 +345,136 @@ def test_one_odd_request_line_agrees(data: bytes, cuts: list[int]) -> None:
        methods=st.lists(st.sampled_from(["GET", "HEAD", "POST"]), max_size=2))
 def test_one_odd_response_line_agrees(data: bytes, cuts: list[int], methods: list[str]) -> None:
     check(data, cuts, Role.RESPONSES, methods=methods)
+
+
+# --- the C scanner against its Python reference ------------------------------------------
+def same_scan(buf: bytes, pos: int, limit: int, is_response: bool, max_headers: int,
+              max_body: int) -> Any:
+    assert SCAN_C is not None
+    want = SCAN_PY(buf, pos, limit, is_response, max_headers, max_body)
+    for b in (buf, bytearray(buf)):
+        got = SCAN_C(b, pos, limit, is_response, max_headers, max_body)
+        assert got == want, (buf, pos, limit, is_response, max_headers, max_body)
+        # same types too (True == 1, "GET" == "GET" but a bool must stay a bool)
+        assert [type(x) for x in got or ()] == [type(x) for x in want or ()]
+    return want
+
+
+needs_c = pytest.mark.skipif(SCAN_C is None, reason="the C scanner is not built")
+SCAN_LIMITS = st.tuples(st.sampled_from([-1, 0, 1, 13, 40, 64, 200, 8192]),  # header bytes
+                        st.sampled_from([-1, 0, 1, 2, 5, 100]),               # header count
+                        st.sampled_from([-1, 0, 5, 12, 50, 1 << 20]))         # body
+
+
+@needs_c
+@PROPS
+@given(data=st.one_of(stream(False), stream(True), one_odd_line(False), one_odd_line(True)),
+       junk=st.binary(max_size=3), pos_pick=st.integers(0, 10**6), cut=st.integers(0, 10**6),
+       lim=SCAN_LIMITS, is_response=st.booleans())
+def test_c_scanner_matches_python(scanner: str, data: bytes, junk: bytes, pos_pick: int, cut: int,
+                                  lim: tuple[int, int, int], is_response: bool) -> None:
+    if scanner != "c":
+        pytest.skip("compares both scanners once")
+    buf = junk + data
+    if cut % 3 == 0:    # a buffer ending anywhere: the scan must stop at its end
+        buf = buf[:cut % (len(buf) + 1)]
+    pos = len(junk) if pos_pick % 2 else pos_pick % (len(buf) + 2)
+    for resp in (is_response, not is_response):
+        same_scan(buf, pos, lim[0], resp, lim[1], lim[2])
+    same_scan(buf, len(junk), 8192, buf[len(junk):len(junk) + 5] == b"HTTP/", 100, 1 << 20)
+
+
+#: bytes a head may (or must not) hold: the scanner's character classes and their edges
+SCAN_BYTES = (b"AZaz09-._~%!$&'()*+,;=:@/?" + b" \t\r\n\x00\x1f\x7f\x80\xff#[]\"<>{}|^`")
+
+
+#: pieces of start lines and fields, near the edges of the scanner's grammar
+WORDS = st.lists(st.sampled_from([b"OK", b"Not", b"a.b,c_d-e", b" ", b"  ", b"\t", b"\x80", b"(",
+                                  b"close", b"CLOSE", b"Upgrade", b"upgrade", b"keep-alive", b",",
+                                  b"0", b"7", b"1" * 9, b"+", b"x", b"close ", b"\x7f", b":"]),
+                 max_size=6).map(b"".join)
+
+
+@needs_c
+@PROPS
+@given(start=st.sampled_from([b"GET /", b"POST /a", b"HEAD /", b"OPTIONS /", b"HTTP/1.1 200 ",
+                              b"HTTP/1.1 503 ", b"HTTP/1.1 204 ", b"HTTP/1.1 199 ", b"DELETE /x",
+                              b"PATCH /", b"PUT /", b"GET", b"HTTP/1.1 2"]),
+       parts=st.lists(st.one_of(st.sampled_from([b"\r\n", b" HTTP/1.1\r\n", b":", b": ",
+                                                 b"Content-Length: 3\r\n", b"Connection:",
+                                                 b"close", b"upgrade", b"keep-alive", b",",
+                                                 b"content-LENGTH:", b"Upgrade:", b"\r\n\r\n",
+                                                 b"Transfer-Encoding:", b"Proxy-Connection:",
+                                                 b"OK", b"  ", b"007", b"1" * 18, b"1" * 19]),
+                                st.binary(max_size=4).map(
+                                    lambda b: bytes(SCAN_BYTES[x % len(SCAN_BYTES)] for x in b))),
+                      max_size=14),
+       lim=SCAN_LIMITS)
+def test_c_scanner_matches_python_on_pieces(scanner: str, start: bytes, parts: list[bytes],
+                                            lim: tuple[int, int, int]) -> None:
+    if scanner != "c":
+        pytest.skip("compares both scanners once")
+    buf = start + b"".join(parts) + b"\r\n\r\n"
+    for resp in (False, True):
+        same_scan(buf, 0, lim[0], resp, lim[1], lim[2])
+        same_scan(buf, 0, 8192, resp, 100, 1 << 20)
+
+
+@needs_c
+@PROPS
+@given(status=st.sampled_from([b"200", b"404", b"304", b"599"]), reason=WORDS,
+       method=st.sampled_from(CLEAN_METHODS + [b"GETS", b"POS", b"OPTIONSX"]),
+       path=st.binary(max_size=8).map(lambda b: b"/" + bytes(SCAN_BYTES[x % len(SCAN_BYTES)]
+                                                             for x in b)),
+       fields=st.lists(st.one_of(
+           st.tuples(st.sampled_from(FRAMING_NAMES + CLEAN_NAMES + [b"X_Y", b""]),
+                     st.sampled_from([b":", b": ", b":  "]),
+                     st.one_of(WORDS, st.sampled_from(CL_VALUES))),
+           st.tuples(st.sampled_from([b"Connection", b"CONNECTION"]), st.just(b":"), WORDS),
+           st.tuples(st.sampled_from([b"Content-Length", b"content-LENGTH"]), st.just(b": "),
+                     st.one_of(st.text("0123456789 +", max_size=20).map(lambda t: t.encode()),
+                               st.integers(0, 21).map(lambda n: b"0" * (n - 1) + b"3"[:n])))),
+           max_size=3))
+def test_c_scanner_matches_python_on_fields(scanner: str, status: bytes, reason: bytes,
+                                            method: bytes, path: bytes,
+                                            fields: list[tuple[bytes, bytes, bytes]]) -> None:
+    """Reason phrases, paths, Content-Length and Connection values at the grammar's edges."""
+    if scanner != "c":
+        pytest.skip("compares both scanners once")
+    tail = b"".join(n + sep + v + b"\r\n" for n, sep, v in fields) + b"\r\n"
+    for cl in (b"", b"Content-Length: 1\r\n"):
+        same_scan(b"HTTP/1.1 " + status + b" " + reason + b"\r\n" + cl + tail, 0, 8192, True,
+                  100, 1 << 20)
+        same_scan(method + b" " + path + b" HTTP/1.1\r\n" + cl + tail, 0, 8192, False, 100, 1 << 20)
+
+
+@needs_c
+def test_c_scanner_bounds(scanner: str) -> None:
+    """Every truncation, start and header-bytes limit around typical heads agrees."""
+    if scanner != "c":
+        pytest.skip("compares both scanners once")
+    for msg, resp in ((TYPICAL_REQ, False), (TYPICAL_RESP, True)):
+        head_len = msg.index(b"\r\n\r\n") + 4
+        want = SCAN_PY(msg, 0, 8192, resp, 100, 1 << 20)
+        assert want is not None and want[0] == head_len
+        for k in range(len(msg) + 1):
+            same_scan(msg[:k], 0, 8192, resp, 100, 1 << 20)
+        for limit in range(-1, head_len + 3):
+            assert (same_scan(msg, 0, limit, resp, 100, 1 << 20) is None) == (limit < head_len)
+        for pos in (-1, 1, len(msg), len(msg) + 1):
+            same_scan(msg, pos, 8192, resp, 100, 1 << 20)
+        n_headers = msg[:head_len].count(b"\r\n") - 2
+        for mh in (n_headers - 1, n_headers):
+            assert (same_scan(msg, 0, 8192, resp, mh, 1 << 20) is None) == (mh < n_headers)
+    assert SCAN_C is not None
+    assert SCAN_C(memoryview(TYPICAL_REQ), 0, 8192, False, 100, 1 << 20) == \
+        SCAN_PY(TYPICAL_REQ, 0, 8192, False, 100, 1 << 20)
+    assert SCAN_C("not bytes", 0, 8192, False, 100, 1 << 20) is None
+
+
+def test_pure_python_env_var_turns_the_c_scanner_off() -> None:
+    code = "import xproto.codecs.http as h; print(h.SPEEDUPS, h._scan_head is h._scan_head_py)"
+    env = {**os.environ, "XPROTO_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "False True"

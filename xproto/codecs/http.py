@@ -36,6 +36,7 @@ off; tests/test_http_fastpath.py checks both paths agree.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections import deque
@@ -49,6 +50,8 @@ from xproto.frame import BareFrame, Frame, Kind
 from xproto.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from xproto.codec import Buffer
 
 NAME = "http"
@@ -166,6 +169,77 @@ def _find(buf: Buffer, sub: bytes, start: int, end: int) -> int:
         return int(find(sub, start, end))
     i = bytes(buf[start:end]).find(sub)
     return i + start if i >= 0 else -1
+
+
+def _scan_head_py(buf: Buffer, pos: int, limit: int, is_response: bool, max_headers: int,
+                  max_body: int) -> tuple[int, int, bool, Any, str] | None:
+    """The fast path's acceptance test (module docstring): ``(head_len, body_len (-1: no
+    Content-Length), keep_alive, method or status, path or reason)`` or None (use llhttp).
+
+    The reference for ``_http_scan.scan_head`` (its C twin, xproto/codecs/_http_scan.c): the
+    head is the first CRLFCRLF-terminated block within ``min(limit, len(buf) - pos)`` bytes.
+    """
+    if pos < 0 or limit < 0:    # not Python's from-the-end indexing
+        return None
+    i = buf.find(b"\r\n\r\n", pos, pos + min(limit, len(buf) - pos))
+    if i < 0:
+        return None
+    hend = i + 4
+    m = (_FAST_RESP if is_response else _FAST_REQ).match(buf, pos, hend)
+    if m is None:
+        return None
+    # a header line takes at least 4 bytes: count only heads that could hold too many
+    if hend - pos > 4 * max_headers and buf.count(b"\n", pos, hend) - 2 > max_headers:
+        return None
+    cl: bytes | None = None
+    keep_alive = True
+    for name, value in _FRAMING.findall(buf, pos, hend):   # the start line has no LF
+        n = len(name)
+        if n == 14 and cl is None:                 # content-length, once
+            if _DIGITS.fullmatch(value) is None:
+                return None
+            cl = value
+        elif n == 10:                              # connection
+            lv = value.lower()
+            if lv == b"keep-alive":
+                continue
+            toks = {t.strip() for t in lv.split(b",")}
+            if b"upgrade" in toks:
+                return None
+            if b"close" in toks:
+                keep_alive = False
+        else:   # a second content-length, transfer-encoding, proxy-connection, upgrade
+            return None
+    body_len = -1
+    if cl is not None:
+        body_len = int(cl)
+        if body_len > max_body:
+            return None
+    if is_response:
+        if cl is None:
+            return None
+        status = int(m.group(1))
+        if status == 204 or status == 304:
+            return None
+        return hend - pos, body_len, keep_alive, status, m.group(2).decode("latin-1")
+    method_b, path = m.group(1, 2)
+    return hend - pos, body_len, keep_alive, _METHOD_STR[method_b], path.decode("latin-1")
+
+
+def _load_scanner() -> Callable[..., tuple[int, int, bool, Any, str] | None] | None:
+    if os.environ.get("XPROTO_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        mod = importlib.import_module("._http_scan", __package__)
+    except ImportError:  # no compiler at install time: the pure-Python path
+        return None
+    return mod.scan_head  # type: ignore[no-any-return]
+
+
+#: the C scanner, or None (XPROTO_PURE_PYTHON=1, or not built)
+_scan_head_c = _load_scanner()
+_scan_head = _scan_head_c if _scan_head_c is not None else _scan_head_py
+SPEEDUPS = _scan_head_c is not None  # which path is active (benches print it)
 
 
 class _HeadSink:
@@ -297,14 +371,8 @@ class HttpDecoder(Decoder):
         """The strict subset (module docstring): a frame, bytes needed, or None (use llhttp)."""
         if type(buf) is memoryview:
             return None
-        find = buf.find
         avail = len(buf) - pos
         limits = self.limits
-        limit = limits.http_max_header_bytes
-        i = find(b"\r\n\r\n", pos, pos + min(limit, avail))
-        if i < 0:
-            return None
-        hend = i + 4
         role = self.role
         if role is Role.REQUESTS:
             is_response = False
@@ -312,61 +380,33 @@ class HttpDecoder(Decoder):
             is_response = True
         else:
             is_response = bytes(buf[pos:pos + 5]) == b"HTTP/"
-        m = (_FAST_RESP if is_response else _FAST_REQ).match(buf, pos, hend)
-        if m is None:
+        r = _scan_head(buf, pos, limits.http_max_header_bytes, is_response,
+                       limits.http_max_headers, limits.http_max_body)
+        if r is None:
             return None
-        # a header line takes at least 4 bytes: count only heads that could hold too many
-        if hend - pos > 4 * limits.http_max_headers and \
-                buf.count(b"\n", pos, hend) - 2 > limits.http_max_headers:
-            return None
-        cl: bytes | None = None
-        keep_alive = True
-        for name, value in _FRAMING.findall(buf, pos, hend):   # the start line has no LF
-            n = len(name)
-            if n == 14 and cl is None:                 # content-length, once
-                if _DIGITS.fullmatch(value) is None:
-                    return None
-                cl = value
-            elif n == 10:                              # connection
-                lv = value.lower()
-                if lv == b"keep-alive":
-                    continue
-                toks = {t.strip() for t in lv.split(b",")}
-                if b"upgrade" in toks:
-                    return None
-                if b"close" in toks:
-                    keep_alive = False
-            else:   # a second content-length, transfer-encoding, proxy-connection, upgrade
+        head_len, body_len, keep_alive, a, b = r
+        if is_response:
+            method = self._methods[0] if (self._methods and role is Role.RESPONSES) else ""
+            if method == "HEAD" or method == "CONNECT":
                 return None
-        head_len = hend - pos
-        end = head_len
-        body_len = 0
-        if cl is not None:
-            body_len = int(cl)
-            if body_len > limits.http_max_body:
-                return None
-            end += body_len
         meta = HttpMeta()
         meta._hl = None
         meta.head_len = head_len
         meta.keep_alive = keep_alive
-        meta.body_kind = _NONE if cl is None else _LENGTH
+        end = head_len
+        if body_len < 0:
+            body_len = 0
+            meta.body_kind = _NONE
+        else:
+            end += body_len
+            meta.body_kind = _LENGTH
         if is_response:
-            if cl is None:
-                return None
-            status = int(m.group(1))
-            if status == 204 or status == 304:
-                return None
-            method = self._methods[0] if (self._methods and role is Role.RESPONSES) else ""
-            if method == "HEAD" or method == "CONNECT":
-                return None
-            meta.status = status
-            meta.reason = m.group(2).decode("latin-1")
+            meta.status = a
+            meta.reason = b
             meta.method = method
         else:
-            method_b, path = m.group(1, 2)
-            meta.method = _METHOD_STR[method_b]
-            meta.path = path.decode("latin-1")
+            meta.method = a
+            meta.path = b
         if avail < end:     # wait for the body; _decode and _finish take it from here
             self._head_len = head_len
             self._meta = meta

@@ -217,7 +217,10 @@ def scanner(request: Any) -> Iterator[str]:
     if request.param == "c" and SCAN_C is None:
         pytest.skip("the C scanner is not built (or XPROTO_PURE_PYTHON=1)")
     saved = http_mod._scan_head
-    http_mod._scan_head = SCAN_C if request.param == "c" else SCAN_PY
+    http_mod._scan_head = SCAN_PY
+    if request.param == "c":
+        assert SCAN_C is not None
+        http_mod._scan_head = SCAN_C
     try:
         yield request.param
     finally:
@@ -466,10 +469,70 @@ def test_c_scanner_bounds(scanner: str) -> None:
         n_headers = msg[:head_len].count(b"\r\n") - 2
         for mh in (n_headers - 1, n_headers):
             assert (same_scan(msg, 0, 8192, resp, mh, 1 << 20) is None) == (mh < n_headers)
+    bare = b"GET / HTTP/1.1\r\n\r\n"     # no header, no Content-Length
+    for mh in (-1, 0, 1):
+        for mb in (-2, -1, 0):
+            assert (same_scan(bare, 0, 8192, False, mh, mb) is None) == (mh < 0)
+    for mb in (-1, 0, 2, 3):
+        got = same_scan(b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 0, 8192, False, 1, mb)
+        assert (got is None) == (mb < 3)
     assert SCAN_C is not None
     assert SCAN_C(memoryview(TYPICAL_REQ), 0, 8192, False, 100, 1 << 20) == \
         SCAN_PY(TYPICAL_REQ, 0, 8192, False, 100, 1 << 20)
     assert SCAN_C("not bytes", 0, 8192, False, 100, 1 << 20) is None
+
+
+#: heads at the grammar's edges, each with an expected verdict (True: the fast path takes it)
+SCAN_EDGES = [
+    (b"GET / HTTP/1.1\r\nContent-Length: " + b"0" * 17 + b"3\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nContent-Length: " + b"0" * 18 + b"3\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nContent-Length:\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nContent-Length:   7\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nContent-Length: 7 \r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nConnection: x ,  close  \r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nConnection: upgradex, closed\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nConnection: ,UPGRADE\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nX-Y:\r\nconnection:Close\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nUPGRADE: h2c\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nProxy-Connection: x\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nTransfer-encoding: x\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nTransfer-encodings: x\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nX_Y: x\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\n: x\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\nX: ~ \r\n\r\n", True),
+    (b"GET /a[b] HTTP/1.1\r\n\r\n", False),
+    (b"GET /-._~%!$&'()*+,;=:@/? HTTP/1.1\r\n\r\n", True),
+    (b"GET  / HTTP/1.1\r\n\r\n", False),
+    (b"GETS / HTTP/1.1\r\n\r\n", False),
+    (b"OPTIONS / HTTP/1.1\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\r\n\r\n", False),
+    (b"GET / HTTP/1.1\r\n\r\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK \r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200  OK\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 A  B\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 a.b ,c_d -e\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200 (OK)\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\n\r\n", False),
+    (b"HTTP/1.1 204 OK\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 304 OK\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 599 OK\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 600 OK\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 199 OK\r\nContent-Length: 0\r\n\r\n", False),
+]
+
+
+@needs_c
+def test_c_scanner_edges(scanner: str) -> None:
+    if scanner != "c":
+        pytest.skip("compares both scanners once")
+    for head, fast in SCAN_EDGES:
+        resp = head.startswith(b"HTTP/")
+        assert (same_scan(head, 0, 8192, resp, 100, 1 << 20) is not None) == fast, head
+        same_scan(head, 0, 8192, not resp, 100, 1 << 20)
 
 
 def test_pure_python_env_var_turns_the_c_scanner_off() -> None:

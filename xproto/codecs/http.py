@@ -36,7 +36,6 @@ off; tests/test_http_fastpath.py checks both paths agree.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from collections import deque
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from xproto import accel
 from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role
 from xproto.errors import LimitExceeded, ProtocolError
 from xproto.frame import BareFrame, Frame, Kind
@@ -171,7 +171,7 @@ def _find(buf: Buffer, sub: bytes, start: int, end: int) -> int:
     return i + start if i >= 0 else -1
 
 
-def _scan_head_py(buf: Buffer, pos: int, limit: int, is_response: bool, max_headers: int,
+def _scan_head_py(buf: bytes | bytearray, pos: int, limit: int, is_response: bool, max_headers: int,
                   max_body: int) -> tuple[int, int, bool, Any, str] | None:
     """The fast path's acceptance test (module docstring): ``(head_len, body_len (-1: no
     Content-Length), keep_alive, method or status, path or reason)`` or None (use llhttp).
@@ -227,13 +227,8 @@ def _scan_head_py(buf: Buffer, pos: int, limit: int, is_response: bool, max_head
 
 
 def _load_scanner() -> Callable[..., tuple[int, int, bool, Any, str] | None] | None:
-    if os.environ.get("XPROTO_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        mod = importlib.import_module("._http_scan", __package__)
-    except ImportError:  # no compiler at install time: the pure-Python path
-        return None
-    return mod.scan_head  # type: ignore[no-any-return]
+    mod = accel.load("xproto.codecs._http_scan")
+    return None if mod is None else mod.scan_head  # type: ignore[no-any-return]
 
 
 #: the C scanner, or None (XPROTO_PURE_PYTHON=1, or not built)

@@ -1,8 +1,9 @@
-"""Build hook for the optional C accelerators (Hessian 2 skip, the proxy's fast lane).
+"""Build hook for the optional C accelerators (Hessian 2 skip, the proxy's fast lane, the
+HTTP/1.1 head scanner).
 
 Everything else about the package is in pyproject.toml. ``optional=True``: without a
-working compiler the extension is skipped (setuptools warns) and xproto.hessian2 and xproto.proxy.lane use
-their pure-Python paths; ``XPROTO_PURE_PYTHON=1`` ignores a built extension at run time.
+working compiler an extension is skipped (setuptools warns) and the module using it runs
+its pure-Python path (``xproto.accel``); ``XPROTO_PURE_PYTHON=1`` ignores built ones at run time.
 """
 from setuptools import Extension, setup
 

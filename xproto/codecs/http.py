@@ -27,12 +27,14 @@ is the position of the request it answers (1xx interim responses share it).
 Fast path: a head inside a strict, conservative subset (``GET/POST/PUT/DELETE/OPTIONS/PATCH/
 HEAD`` + origin-form target + ``HTTP/1.1``, or ``HTTP/1.1`` + a 2xx-5xx status other than 204/
 304 with one plain ``Content-Length``; header names ``[A-Za-z0-9-]``, values printable ASCII
-without tabs or trailing spaces; no ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``,
-``Connection: upgrade``, duplicate ``Content-Length``) is framed by two regular expressions
-without llhttp, its header list split lazily. Anything else, and every head not whole in
-the buffer, goes through llhttp exactly as before, so errors, limits and smuggling defences
-are llhttp's. ``XPROTO_HTTP_SLOW=1`` (or ``new_decoder(..., fast=False)``) turns the fast path
-off; tests/test_http_fastpath.py checks both paths agree.
+without tabs; no ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``, ``Connection:
+upgrade``, duplicate ``Content-Length``) is framed without llhttp, its header list split
+lazily: by ``_scan_head_py`` (regular expressions, the reference) or its exact C twin
+``xproto/codecs/_http_scan.c`` when built (``XPROTO_PURE_PYTHON=1`` ignores it). Anything
+else, and every head not whole in the buffer, goes through llhttp exactly as before, so
+errors, limits and smuggling defences are llhttp's. ``XPROTO_HTTP_SLOW=1`` (or
+``new_decoder(..., fast=False)``) turns the fast path off; tests/test_http_fastpath.py checks
+both paths agree, with either scanner, and the two scanners against each other.
 """
 from __future__ import annotations
 

@@ -112,8 +112,8 @@ class LaneBatch:
 class Lane:
     """One listener's fast lane for one codec (see the module docstring)."""
 
-    __slots__ = ("cluster", "codec", "decoder", "lr", "mask", "native", "native_responses", "scanner",
-                 "sole", "timeout", "up_stats")
+    __slots__ = ("cluster", "codec", "decoder", "lr", "mask", "native", "scanner", "sole", "timeout",
+                 "up_stats")
 
     def __init__(self, lr: ListenerRuntime, codec: Codec, cluster: Cluster, timeout: float | None,
                  scanner: Scanner) -> None:
@@ -128,12 +128,11 @@ class Lane:
         self.mask = codec.id_generator(1)._mask
         #: the connection of a one-endpoint, one-connection cluster while it is open
         self.sole: Any = None
-        #: the C loops (xproto/proxy/_lane.c) when built and the codec has one
+        #: the C requests loop (xproto/proxy/_lane.c) when built and the codec has one
+        #: (the responses loop is bound per upstream connection: native_responses_for)
         self.native: Any = None
-        self.native_responses: Any = None
         if scanner.native and _NATIVE is not None:
             self.native = _NATIVE.requests
-            self.native_responses = _NATIVE.responses
 
     @staticmethod
     def for_listener(lr: ListenerRuntime, codec: Codec) -> Lane | None:
@@ -189,8 +188,6 @@ class Lane:
                 cl.held = ep        # the general path's pick gets this endpoint
                 return None
         else:
-            if not ep.healthy:
-                return None
             conn = self._open_conn(ep)
             if conn is None:
                 return None

@@ -178,6 +178,10 @@ def test_bad_arguments_raise() -> None:
         lane_c.responses(1, b"", None, 0, {}, -1, None, (), (), 1, 1)
     with pytest.raises(TypeError):
         lane_c.requests(1, b"")
+    with pytest.raises(ValueError):    # the buffer ids are patched into must cover src
+        lane_c.requests(1, b"x" * 32, bytearray(8), 0, 1, 1, {}, None, 100, 100)
+    with pytest.raises(ValueError):
+        lane_c.responses(1, b"x" * 32, bytearray(8), 0, {}, -1, None, [], (), 100, 100)
 
 
 @pytest.mark.parametrize("proto", ["dubbo", "bolt"])

@@ -140,6 +140,11 @@ lane_requests(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *b = (const unsigned char *)view.buf;
     Py_ssize_t n = view.len;
     Py_ssize_t sent = 0, waiting = 0;
+    if (out != Py_None && PyByteArray_GET_SIZE(out) < n) {   /* ids are patched up to n */
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "requests(): out is shorter than src");
+        return NULL;
+    }
     Py_INCREF(out);
     while (pos < n) {
         Py_ssize_t end;
@@ -215,6 +220,11 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *b = (const unsigned char *)view.buf;
     Py_ssize_t n = view.len;
     Py_ssize_t k = 0;
+    if (out != Py_None && PyByteArray_GET_SIZE(out) < n) {   /* ids are patched up to n */
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "responses(): out is shorter than src");
+        return NULL;
+    }
     PyObject *next_lb = Py_None;
     Py_INCREF(out);
     Py_INCREF(lb);

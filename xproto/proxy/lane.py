@@ -576,7 +576,6 @@ def native_responses_for(conn: UpstreamConnection) -> Any:
     pending = conn.pending
     cluster = conn.pool.cluster
     ep = conn.endpoint
-    buckets = DURATION_BUCKETS
 
     def fast(conn: Any, src: Any, pos: int, n: int) -> int:
         others: list[int] = []
@@ -586,23 +585,11 @@ def native_responses_for(conn: UpstreamConnection) -> Any:
             return pos
         if nlb is not None:
             return _responses_native(conn, src, pos, p, k, lb, nlb, out, others)
-        # one batch's answers (the common case): _settle_group and _deliver, inlined
-        left = lb.left - k
-        lb.left = left
-        down = lb.down
-        if not left:
-            down.lane_batches.discard(lb)
-            t = lb.timer
-            if t is not None:
-                lb.timer = None
-                t.pop(lb, None)
+        # one batch's answers (the common case)
+        hsum = _settle_group(lb, k, conn.last_active)
         cluster.inflight -= k
         ep.active -= k
-        if down.closed:
-            return p
-        secs = conn.last_active - lb.start
-        down.stats.hist.counts[bisect_left(buckets, secs)] += k
-        _deliver(down, out, pos, p, k, others, secs * k, lb)
+        _deliver(lb.down, out, pos, p, k, others, hsum, lb)
         return p
     return fast
 

@@ -230,7 +230,7 @@ def test_lane_not_used(proto: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert h.down.lane is None and h.up.fast is None
 
 
-@pytest.mark.parametrize("proto", ["http", "thrift", "kafka"])
+@pytest.mark.parametrize("proto", ["http", "kafka"])  # thrift has a lane: tests/test_lane_thrift.py
 def test_no_lane_for_other_protocols(proto: str) -> None:
     c = REG.get(proto)
     route = Route("up", 5.0, 0)

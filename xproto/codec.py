@@ -146,7 +146,10 @@ class Scanner(NamedTuple):
 
     ``id_offset``/``pack_id``/``id_mask``: the request id is written in place with
     ``pack_id(buf, pos + id_offset, request_id & id_mask)`` (same bytes as
-    ``patch_request_id``).
+    ``patch_request_id``). ``id_offset`` -1: the id has no fixed offset, and ``scan``
+    returns a fourth item, the id's absolute position in ``buf`` (framed Thrift: after the
+    method name). Frames a scanner accepts are always pooled ``MULTIPLEX`` (codecs whose
+    ``pool_mode_for`` varies must not accept the others).
     """
 
     scan: Callable[[Any, int, int], "tuple[int, int, Any] | None"]

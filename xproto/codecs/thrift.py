@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, frame_error
+from xproto.codec import MATCH, NO_MATCH, Codec, Decoder, PoolMode, Reason, Role, Scanner, frame_error
 from xproto.errors import FrameTooLarge, LimitExceeded, ProtocolError
 from xproto.frame import Frame, Kind
 from xproto.framing.fixed import new_frame
@@ -643,6 +643,42 @@ def _header_seq(meta: ThriftMeta, frame: Frame) -> int:
     return _to_i32(meta.theader_seq + frame.request_id - frame.orig_request_id)
 
 
+# --- scanner (the proxy's fast lane) ---------------------------------------------------------
+
+def _framed_scanner(limits: Limits, types: tuple[int, ...]) -> Any:
+    """``scan(buf, pos, n)`` for framed strict-binary messages of the given message types:
+    ``(end, seqid, value, seqid position)`` where value is ``type == CALL`` (requests) or
+    200 (a REPLY: ``status_to_http`` of a reply is 200); None for anything else."""
+    max_frame = min(limits.thrift_max_frame, MAX_SANE_SIZE)
+    max_name = limits.thrift_max_name
+    hdr = _HDR8.unpack_from
+    u32 = _U32.unpack_from
+    i32 = _I32.unpack_from
+    is_request = 1 in types
+
+    def scan(buf: Any, pos: int, n: int) -> tuple[int, int, Any, int] | None:
+        if n - pos < 16:
+            return None
+        size, magic = hdr(buf, pos)
+        if magic != 0x8001 or not 0 < size <= max_frame:
+            return None
+        end = pos + 4 + size
+        if end > n:
+            return None
+        word = u32(buf, pos + 4)[0]
+        t = word & 0xFF
+        if word & 0xFF00 or t not in types:
+            return None
+        nlen = i32(buf, pos + 8)[0]
+        if nlen < 0 or nlen > max_name:
+            return None
+        sid = pos + 12 + nlen
+        if sid + 4 > end:
+            return None
+        return end, i32(buf, sid)[0], (t == 1) if is_request else 200, sid
+    return scan
+
+
 # --- decoder -------------------------------------------------------------------------------
 
 class ThriftDecoder(Decoder):
@@ -779,6 +815,16 @@ class ThriftCodec(Codec):
 
     def new_decoder(self, role: Role = Role.ANY, limits: Limits = DEFAULT_LIMITS) -> Decoder:
         return ThriftDecoder(self, role, limits)
+
+    def scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> Scanner | None:
+        """Framed strict-binary messages only (calls and oneways / replies): the seqid sits
+        after the method name, so ``scan`` returns its position. Unframed, compact, THeader
+        and exception replies are the decoder's."""
+        if role is Role.REQUESTS:
+            return Scanner(_framed_scanner(limits, (1, 4)), -1, _U32.pack_into, 0xFFFF_FFFF)
+        if role is Role.RESPONSES:
+            return Scanner(_framed_scanner(limits, (2,)), -1, _U32.pack_into, 0xFFFF_FFFF)
+        return None
 
     def pool_mode_for(self, frame: Frame) -> PoolMode:
         meta = frame.meta

@@ -112,8 +112,8 @@ class LaneBatch:
 class Lane:
     """One listener's fast lane for one codec (see the module docstring)."""
 
-    __slots__ = ("cluster", "codec", "decoder", "lr", "mask", "native", "scanner", "sole", "timeout",
-                 "up_stats")
+    __slots__ = ("cluster", "codec", "decoder", "lr", "mask", "native", "pool_key", "scanner", "sole",
+                 "timeout", "up_stats")
 
     def __init__(self, lr: ListenerRuntime, codec: Codec, cluster: Cluster, timeout: float | None,
                  scanner: Scanner) -> None:
@@ -126,6 +126,8 @@ class Lane:
         #: rebuilds a lane request's frame when it needs a local reply
         self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
         self.mask = codec.id_generator(1)._mask
+        #: the key of the multiplexed pool for codecs without a fixed pool mode (Thrift)
+        self.pool_key = (codec.name, PoolMode.MULTIPLEX)
         #: the connection of a one-endpoint, one-connection cluster while it is open
         self.sole: Any = None
         #: the C requests loop (xproto/proxy/_lane.c) when built and the codec has one
@@ -140,7 +142,9 @@ class Lane:
         route = lr.fixed_route
         if route is None or type(codec).scanner is Codec.scanner:
             return None
-        if codec.pool_mode is not PoolMode.MULTIPLEX or type(codec).pool_mode_for is not Codec.pool_mode_for:
+        # (a codec whose pool mode varies per frame -- Thrift: unframed is ping-pong -- is
+        # fine: its scanner accepts only frames pooled MULTIPLEX, the Scanner contract)
+        if codec.pool_mode is not PoolMode.MULTIPLEX:
             return None
         if type(codec).encode is not Codec.encode or type(codec).expects_response is not Codec.expects_response:
             return None
@@ -169,7 +173,7 @@ class Lane:
         ep = cl.single
         if ep is not None and ep.healthy:
             # one endpoint, one connection: the common case without the general checks
-            pool = ep.fast_pools.get(self.codec)
+            pool = ep.fast_pools.get(self.codec) or ep.pools.get(self.pool_key)
             if pool is not None:
                 conns = pool.conns
                 if len(conns) == 1:
@@ -205,7 +209,7 @@ class Lane:
         """The connection a request to ``ep`` would take, if it is open; else None."""
         if not ep.healthy:
             return None
-        pool = ep.fast_pools.get(self.codec)
+        pool = ep.fast_pools.get(self.codec) or ep.pools.get(self.pool_key)
         if pool is None:
             return None
         conns = pool.conns
@@ -348,7 +352,9 @@ class Lane:
             else:
                 r = scan(src, pos, n)
                 if r is not None and (waiting < room or not r[2]):
-                    end, rid, expects = r
+                    end = r[0]
+                    rid = r[1]
+                    expects = r[2]
                     if check:
                         uid = _free_id(gen, nxt, pending, conn.hb_id, expects)
                         nxt = gen._next
@@ -357,7 +363,7 @@ class Lane:
                         nxt = uid + 1
                     if out is None:
                         out = lb.out = bytearray(src)
-                    pack(out, pos + off, uid)
+                    pack(out, pos + off if off >= 0 else r[3], uid)
                     if expects:
                         pending[uid] = (lb, rid, pos)
                         waiting += 1
@@ -524,7 +530,9 @@ def responses(conn: UpstreamConnection, src: Any, pos: int, n: int) -> int:
         r = scan(src, pos, n)
         if r is None:
             break
-        end, rid, status = r
+        end = r[0]
+        rid = r[1]
+        status = r[2]
         ent = pending.pop(rid, None)
         if ent.__class__ is not tuple or rid == hb:
             if ent is not None:
@@ -550,7 +558,7 @@ def responses(conn: UpstreamConnection, src: Any, pos: int, n: int) -> int:
             lb = e0
         if out is None:
             out = bytearray(src)
-        pack(out, pos + off, ent[1] & idmask)
+        pack(out, pos + off if off >= 0 else r[3], ent[1] & idmask)
         if status != 200:
             others.append(status)
         k += 1

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scanner import bolt_cases, dubbo_cases
+from test_scanner_thrift import messages as thrift_messages
 
 from xproto.codec import Role
 from xproto.limits import DEFAULT_LIMITS, Limits
@@ -36,12 +37,12 @@ def ref_requests(sc: Any, src: Any, pos: int, nxt: int, room: int, lb: Any) -> t
         r = sc.scan(src, pos, n)
         if r is None:
             break
-        end, rid, expects = r
+        end, rid, expects = r[:3]
         if expects and waiting >= room:
             break
         if out is None:
             out = bytearray(src)
-        sc.pack_id(out, pos + sc.id_offset, nxt & sc.id_mask)
+        sc.pack_id(out, pos + sc.id_offset if sc.id_offset >= 0 else r[3], nxt & sc.id_mask)
         if expects:
             pending[nxt] = (lb, rid, pos)
             waiting += 1
@@ -61,7 +62,7 @@ def ref_responses(sc: Any, src: Any, pos: int, pending: dict[int, Any], hb: int,
         r = sc.scan(src, pos, n)
         if r is None:
             break
-        end, rid, status = r
+        end, rid, status = r[:3]
         if rid == hb:
             break
         ent = pending.get(rid)
@@ -74,7 +75,7 @@ def ref_responses(sc: Any, src: Any, pos: int, pending: dict[int, Any], hb: int,
             break
         if out is None:
             out = bytearray(src)
-        sc.pack_id(out, pos + sc.id_offset, ent[1] & sc.id_mask)
+        sc.pack_id(out, pos + sc.id_offset if sc.id_offset >= 0 else r[3], ent[1] & sc.id_mask)
         if status != 200:
             others.append(status)
         del pending[rid]
@@ -98,7 +99,18 @@ def _stream(draw: Any, cases: Any, role: Role) -> tuple[bytes, Limits]:
     return b"".join(frames), limits
 
 
-@pytest.mark.parametrize("proto,cases", [("dubbo", dubbo_cases()), ("bolt", bolt_cases())])
+@st.composite
+def thrift_cases(draw: Any) -> tuple[bytes, Limits, Role, str]:
+    frame, role = draw(thrift_messages())
+    lim = draw(st.sampled_from([DEFAULT_LIMITS, Limits(thrift_max_frame=max(len(frame) - 4, 1)),
+                                Limits(thrift_max_name=4)]))
+    return frame, lim, role, ""
+
+
+CASES = [("dubbo", dubbo_cases()), ("bolt", bolt_cases()), ("thrift", thrift_cases())]
+
+
+@pytest.mark.parametrize("proto,cases", CASES)
 @PROPS
 @given(data=st.data())
 def test_requests_loop(proto: str, cases: Any, data: Any) -> None:
@@ -120,7 +132,7 @@ def test_requests_loop(proto: str, cases: Any, data: Any) -> None:
         assert ent[0] is lb
 
 
-@pytest.mark.parametrize("proto,cases", [("dubbo", dubbo_cases()), ("bolt", bolt_cases())])
+@pytest.mark.parametrize("proto,cases", CASES)
 @PROPS
 @given(data=st.data())
 def test_responses_loop(proto: str, cases: Any, data: Any) -> None:

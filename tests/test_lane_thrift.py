@@ -7,9 +7,10 @@ import random
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_lane import H, lane_used
+from test_lane import LOOPS, H, lane_used, loops
 
 from xproto.codecs.thrift import Proto, app_exception_struct, build_message
 
@@ -42,14 +43,17 @@ def reply(f: Any, how: int) -> bytes:
     return framed(build_message(proto, meta.name, REPLY, f.request_id, res))
 
 
-def test_lane_used_for_framed_binary() -> None:
-    h = H("thrift")
-    h.send(call(7, b"x"))
-    assert lane_used(h)
-    (f,) = h.upstream_take()
-    h.answer(reply(f, 0))
-    assert list(h.answers()) == [7]
-    h.assert_idle()
+@pytest.mark.parametrize("native", LOOPS)
+def test_lane_used_for_framed_binary(native: bool) -> None:
+    with loops(native):
+        h = H("thrift")
+        h.send(call(7, b"x"))
+        assert lane_used(h)
+        assert (h.down.lane.native is not None) == native
+        (f,) = h.upstream_take()
+        h.answer(reply(f, 0))
+        assert list(h.answers()) == [7]
+        h.assert_idle()
 
 
 def run(lane: bool, frames: list[tuple[str, int]], cuts: list[int], seed: int) -> tuple[Any, ...]:
@@ -75,12 +79,14 @@ def run(lane: bool, frames: list[tuple[str, int]], cuts: list[int], seed: int) -
     return h.answers(), seen, h.metrics(), lane_used(h) if lane else None
 
 
+@pytest.mark.parametrize("native", LOOPS)
 @settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(kinds=st.lists(st.sampled_from(["req", "req", "req", "oneway", "odd"]), min_size=1, max_size=20),
        cuts=st.lists(st.integers(0, 5000), max_size=6), seed=st.integers(0, 1 << 20))
-def test_lane_matches_general_path(kinds: list[str], cuts: list[int], seed: int) -> None:
+def test_lane_matches_general_path(native: bool, kinds: list[str], cuts: list[int], seed: int) -> None:
     frames = [(k, (-(i + 1) if i % 3 == 0 else 1000 + i)) for i, k in enumerate(kinds)]
-    a = run(True, frames, cuts, seed)
+    with loops(native):
+        a = run(True, frames, cuts, seed)
     b = run(False, frames, cuts, seed)
     assert a[0] == b[0]                 # every call answered once, with the same bytes
     assert a[1] == b[1]                 # the upstream got the same frames, in order

@@ -820,10 +820,11 @@ class ThriftCodec(Codec):
         """Framed strict-binary messages only (calls and oneways / replies): the seqid sits
         after the method name, so ``scan`` returns its position. Unframed, compact, THeader
         and exception replies are the decoder's."""
+        lims = (min(limits.thrift_max_frame, MAX_SANE_SIZE), limits.thrift_max_name)
         if role is Role.REQUESTS:
-            return Scanner(_framed_scanner(limits, (1, 4)), -1, _U32.pack_into, 0xFFFF_FFFF)
+            return Scanner(_framed_scanner(limits, (1, 4)), -1, _U32.pack_into, 0xFFFF_FFFF, 3, lims)
         if role is Role.RESPONSES:
-            return Scanner(_framed_scanner(limits, (2,)), -1, _U32.pack_into, 0xFFFF_FFFF)
+            return Scanner(_framed_scanner(limits, (2,)), -1, _U32.pack_into, 0xFFFF_FFFF, 3, lims)
         return None
 
     def pool_mode_for(self, frame: Frame) -> PoolMode:

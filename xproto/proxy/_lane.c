@@ -11,7 +11,8 @@
  *       -> (pos, k, lb, next_lb, out)
  *
  * kind 1 = Dubbo (lim1 = dubbo_max_body), kind 2 = Bolt v1 (lim1 = bolt_max_frame,
- * lim2 = bolt_max_header_block). ``out`` is None or the bytearray copy of ``src`` the
+ * lim2 = bolt_max_header_block), kind 3 = framed binary Thrift (lim1 = thrift_max_frame
+ * capped at 0x3FFFFFFF, lim2 = thrift_max_name; the seqid follows the method name). ``out`` is None or the bytearray copy of ``src`` the
  * ids are patched into (created here on the first lane frame).
  */
 #define PY_SSIZE_T_CLEAN
@@ -21,6 +22,7 @@
 
 #define KIND_DUBBO 1
 #define KIND_BOLT 2
+#define KIND_THRIFT 3
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -35,12 +37,45 @@ static inline void put64(unsigned char *p, uint64_t v) { put32(p, (uint32_t)(v >
 
 /* A plain request at b[pos..n): 1 two-way, 0 one-way, -1 not plain (or incomplete).
  * *end, *rid (as a Python int) set on success. Mirrors lane.py's scanners exactly. */
+/* Framed binary Thrift message of one of two types at b[pos..n): 0 and *end, *sid (the
+ * seqid's position), *type set, or -1. */
 static int
-scan_request(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
-             long long lim1, long long lim2, Py_ssize_t *end, PyObject **rid)
+scan_thrift(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, long long lim1, long long lim2,
+            Py_ssize_t *end, Py_ssize_t *sid, int *type)
 {
     const unsigned char *p = b + pos;
+    if (n - pos < 16) return -1;
+    uint32_t size = be32(p);
+    if (be16(p + 4) != 0x8001 || size == 0 || (long long)size > lim1) return -1;
+    Py_ssize_t e = pos + 4 + (Py_ssize_t)size;
+    if (e > n) return -1;
+    if (p[6] != 0) return -1;                      /* version word 0x8001 00 tt */
+    int32_t nlen = (int32_t)be32(p + 8);
+    if (nlen < 0 || (long long)nlen > lim2) return -1;
+    Py_ssize_t s = pos + 12 + (Py_ssize_t)nlen;
+    if (s + 4 > e) return -1;
+    *end = e;
+    *sid = s;
+    *type = p[7];
+    return 0;
+}
+
+static int
+scan_request(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
+             long long lim1, long long lim2, Py_ssize_t *end, PyObject **rid, Py_ssize_t *idpos)
+{
+    const unsigned char *p = b + pos;
+    if (kind == KIND_THRIFT) {
+        Py_ssize_t sid;
+        int t;
+        if (scan_thrift(b, pos, n, lim1, lim2, end, &sid, &t) < 0 || (t != 1 && t != 4)) return -1;
+        *rid = PyLong_FromLong((long)(int32_t)be32(b + sid));
+        if (*rid == NULL) return -2;
+        *idpos = sid;
+        return t == 1 ? 1 : 0;
+    }
     if (kind == KIND_DUBBO) {
+        *idpos = pos + 4;
         if (n - pos < 16) return -1;
         if (be16(p) != 0xDABB || (p[2] & 0xA0) != 0x80) return -1;
         uint32_t blen = be32(p + 12);
@@ -53,6 +88,7 @@ scan_request(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
         return (p[2] & 0x40) ? 1 : 0;
     }
     /* Bolt v1 request: proto type cmd(2) ver2 id(4) codec timeout(4) cl(2) hl(2) ctl(4) */
+    *idpos = pos + 5;
     if (n - pos < 22 || p[0] != 1) return -1;
     if (be16(p + 2) != 1) return -1;
     uint32_t hl = be16(p + 16);
@@ -70,10 +106,21 @@ scan_request(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
 /* A plain response: 0 and *end/*rid/*status set, or -1. */
 static int
 scan_response(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
-              long long lim1, long long lim2, Py_ssize_t *end, long long *rid, int *status)
+              long long lim1, long long lim2, Py_ssize_t *end, long long *rid, int *status,
+              Py_ssize_t *idpos)
 {
     const unsigned char *p = b + pos;
+    if (kind == KIND_THRIFT) {       /* replies only: an exception's status needs its body */
+        Py_ssize_t sid;
+        int t;
+        if (scan_thrift(b, pos, n, lim1, lim2, end, &sid, &t) < 0 || t != 2) return -1;
+        *rid = (long long)(int32_t)be32(b + sid);
+        *status = -1;               /* a reply: status_to_http 200 */
+        *idpos = sid;
+        return 0;
+    }
     if (kind == KIND_DUBBO) {
+        *idpos = pos + 4;
         if (n - pos < 16) return -1;
         if (be16(p) != 0xDABB || (p[2] & 0xA0) != 0) return -1;
         uint32_t blen = be32(p + 12);
@@ -86,6 +133,7 @@ scan_response(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
         return 0;
     }
     /* Bolt v1 response: proto type cmd(2) ver2 id(4) codec status(2) cl(2) hl(2) ctl(4) */
+    *idpos = pos + 5;
     if (n - pos < 20 || p[0] != 1 || p[1] != 0) return -1;
     if (be16(p + 2) != 2) return -1;
     uint32_t hl = be16(p + 14);
@@ -98,18 +146,19 @@ scan_response(int kind, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
     return 0;
 }
 
+/* Write ``id`` at out[idpos]: 8 bytes for Dubbo, 4 (two's complement) for Bolt and Thrift. */
 static int
-patch_id(int kind, PyObject *out, Py_ssize_t pos, PyObject *id)
+patch_id(int kind, PyObject *out, Py_ssize_t idpos, PyObject *id)
 {
-    unsigned char *o = (unsigned char *)PyByteArray_AS_STRING(out) + pos;
+    unsigned char *o = (unsigned char *)PyByteArray_AS_STRING(out) + idpos;
     if (kind == KIND_DUBBO) {
         unsigned long long v = PyLong_AsUnsignedLongLongMask(id);
         if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-        put64(o + 4, (uint64_t)v);
+        put64(o, (uint64_t)v);
     } else {
         unsigned long v = PyLong_AsUnsignedLongMask(id);
         if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
-        put32(o + 5, (uint32_t)(v & 0xFFFFFFFFUL));
+        put32(o, (uint32_t)(v & 0xFFFFFFFFUL));
     }
     return 0;
 }
@@ -147,9 +196,9 @@ lane_requests(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_INCREF(out);
     while (pos < n) {
-        Py_ssize_t end;
+        Py_ssize_t end, idpos = 0;
         PyObject *rid = NULL;
-        int r = scan_request(kind, b, pos, n, lim1, lim2, &end, &rid);
+        int r = scan_request(kind, b, pos, n, lim1, lim2, &end, &rid, &idpos);
         if (r == -2) goto error;
         if (r < 0) break;
         if (r == 1 && waiting >= room) { Py_DECREF(rid); break; }
@@ -160,7 +209,7 @@ lane_requests(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *uid = PyLong_FromUnsignedLongLong(nxt);
         if (uid == NULL) { Py_DECREF(rid); goto error; }
-        if (patch_id(kind, out, pos, uid) < 0) { Py_DECREF(uid); Py_DECREF(rid); goto error; }
+        if (patch_id(kind, out, idpos, uid) < 0) { Py_DECREF(uid); Py_DECREF(rid); goto error; }
         if (r == 1) {
             PyObject *p = PyLong_FromSsize_t(pos);
             PyObject *ent = p ? PyTuple_New(3) : NULL;
@@ -213,7 +262,7 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "responses(): bad argument types");
         return NULL;
     }
-    int ok_status = kind == KIND_DUBBO ? 20 : 0;
+    int ok_status = kind == KIND_DUBBO ? 20 : kind == KIND_THRIFT ? -1 : 0;
     Py_ssize_t ntable = PyTuple_GET_SIZE(table);
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -229,10 +278,10 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(out);
     Py_INCREF(lb);
     while (pos < n) {
-        Py_ssize_t end;
+        Py_ssize_t end, idpos = 0;
         long long rid;
         int status;
-        if (scan_response(kind, b, pos, n, lim1, lim2, &end, &rid, &status) < 0) break;
+        if (scan_response(kind, b, pos, n, lim1, lim2, &end, &rid, &status, &idpos) < 0) break;
         if (rid == hb) break;
         PyObject *key = PyLong_FromLongLong(rid);
         if (key == NULL) goto error;
@@ -265,7 +314,7 @@ lane_responses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             out = PyByteArray_FromStringAndSize((const char *)b, n);
             if (out == NULL) { Py_DECREF(ent); Py_DECREF(key); goto error_noout; }
         }
-        int prc = patch_id(kind, out, pos, PyTuple_GET_ITEM(ent, 1));
+        int prc = patch_id(kind, out, idpos, PyTuple_GET_ITEM(ent, 1));
         Py_DECREF(ent);
         if (prc < 0) { Py_DECREF(key); goto error; }
         if (status != ok_status) {

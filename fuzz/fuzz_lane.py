@@ -11,7 +11,8 @@ loss (then a fresh connection), client half-close / close and shutdown drain. La
 
     byte 0   bit 0: protocol (dubbo / bolt); bit 1: C loops / pure-Python loops (C when
              built); bit 2: small limits / defaults; bit 3: listener max_pending 4 / 10000;
-             bit 4: route timeout 1 s / 15 s (the default)
+             bit 4: route timeout 1 s / 15 s (the default); bit 5: thrift (framed; overrides
+             bit 0)
     byte 1   seed of the schedule (chunk sizes, events, statuses)
     rest     the downstream byte stream
 
@@ -58,6 +59,7 @@ import xproto.registry
 with atheris.instrument_imports(include=["xproto"]):
     import xproto.codecs.bolt as B
     import xproto.codecs.dubbo
+    import xproto.codecs.thrift as T
     import xproto.pool.cluster
     import xproto.pool.connection
     import xproto.proxy.downstream
@@ -81,15 +83,18 @@ with atheris.instrument_imports(include=["xproto"]):
 logging.disable(logging.CRITICAL)   # bad bytes are expected; logs would flood the run
 REGISTRY = load_registry(autoload=False)
 PROTOS = ("dubbo", "bolt")
-CODECS = {n: REGISTRY.get(n) for n in PROTOS}
+CODECS = {n: REGISTRY.get(n) for n in (*PROTOS, "thrift")}
 BOLT = CODECS["bolt"]
 NATIVE = lane_mod._NATIVE
 #: small limits so that huge declared lengths are reached with short inputs
-SMALL = Limits(dubbo_max_body=512, bolt_max_frame=512, bolt_max_header_block=128)
+SMALL = Limits(dubbo_max_body=512, bolt_max_frame=512, bolt_max_header_block=128,
+               thrift_max_frame=512, thrift_max_name=64)
 DEFAULT = Limits()
 DHEADER = struct.Struct(">HBBqI")
 DUBBO_STATUSES = (20, 20, 30, 40, 50, 60, 70, 80, 90, 100, 0, 255)
 BOLT_STATUSES = (0, 0, 1, 2, 4, 7, 8, 16, 17, 300, 0xFFFF)
+#: thrift: 0 = a reply, else an exception reply of that TApplicationException type
+THRIFT_STATUSES = (0, 0, 0, 1, 6, 7)
 #: past every deadline: route timeout (or the general path's default), frame timeout
 FAR = 100.0
 METRICS = Metrics()
@@ -200,7 +205,19 @@ class FakeTransport:
         return ("fuzz", 0) if name == "peername" else None
 
 
+def _thrift_framed(msg: bytes) -> bytes:
+    return struct.pack(">I", len(msg)) + msg
+
+
 def response(proto: str, uid: int, status: int, body: bytes) -> bytes:
+    if proto == "thrift":
+        sid = uid & 0xFFFFFFFF
+        sid = sid - (1 << 32) if sid >= 1 << 31 else sid
+        if status:
+            return _thrift_framed(T.build_message(T.Proto.BINARY, "say", 3, sid,
+                                                  T.app_exception_struct(T.Proto.BINARY, "x", status)))
+        res = b"\x0b\x00\x00" + struct.pack(">I", len(body)) + body + b"\x00"
+        return _thrift_framed(T.build_message(T.Proto.BINARY, "say", 2, sid, res))
     if proto == "dubbo":
         rid = uid - (1 << 64) if uid >= 1 << 63 else uid
         b = b"R" + body
@@ -213,7 +230,7 @@ class World:
     """One listener, one cluster with one endpoint and one open upstream connection, one client."""
 
     def __init__(self, mode: int) -> None:
-        self.proto = PROTOS[mode & 1]
+        self.proto = "thrift" if mode & 32 else PROTOS[mode & 1]
         self.codec = codec = CODECS[self.proto]
         self.limits = SMALL if mode & 4 else DEFAULT
         self.loop = loop = FakeLoop()
@@ -273,7 +290,7 @@ class World:
         rng.shuffle(outstanding)
         picked = outstanding[:count]
         del outstanding[:count]
-        statuses = DUBBO_STATUSES if self.proto == "dubbo" else BOLT_STATUSES
+        statuses = {"dubbo": DUBBO_STATUSES, "bolt": BOLT_STATUSES}.get(self.proto, THRIFT_STATUSES)
         data = bytearray()
         for uid in picked:
             r = response(self.proto, uid, rng.choice(statuses), fuzz[:rng.randrange(4)])
@@ -513,6 +530,25 @@ def make_corpus(dest: Path) -> int:
             mode = proto_bit | (rng.randrange(32) & ~1)
             (dest / f"seed-{proto}-{variant:02d}").write_bytes(bytes([mode, rng.randrange(256)]) + s)
             n += 1
+    # thrift (bit 5): framed binary calls and oneways, framed compact ("odd"), repeated ids
+    trng = random.Random(11)
+    for variant in range(12):
+        kinds = ["req"] * trng.randint(1, 8) + trng.sample(["oneway", "odd", "dup", "req"], 2)
+        trng.shuffle(kinds)
+        s = b""
+        for i, k in enumerate(kinds):
+            sid = 1 if k == "dup" else (-(i + 1) if i % 3 == 0 else 1000 + i)
+            body = b"\x0b\x00\x01" + struct.pack(">I", 2) + b"b%d" % (i % 10) + b"\x00"
+            if k == "odd":
+                s += _thrift_framed(T.build_message(T.Proto.COMPACT, "say", 1, sid, b"\x00"))
+            else:
+                s += _thrift_framed(T.build_message(T.Proto.BINARY, "say", 4 if k == "oneway" else 1,
+                                                    sid, body))
+        if variant % 4 == 3:
+            s += struct.pack(">IHBB", 40, 0x8001, 0, 1) + b"\xff" * 8
+        mode = 32 | (trng.randrange(32) & ~1)
+        (dest / f"seed-thrift-{variant:02d}").write_bytes(bytes([mode, trng.randrange(256)]) + s)
+        n += 1
     return n
 
 

@@ -230,7 +230,8 @@ def test_lane_not_used(proto: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert h.down.lane is None and h.up.fast is None
 
 
-@pytest.mark.parametrize("proto", ["http", "kafka"])  # thrift has a lane: tests/test_lane_thrift.py
+# thrift has a lane: tests/test_lane_thrift.py; http the ping-pong lane: tests/test_lane_http.py
+@pytest.mark.parametrize("proto", ["kafka"])
 def test_no_lane_for_other_protocols(proto: str) -> None:
     c = REG.get(proto)
     route = Route("up", 5.0, 0)

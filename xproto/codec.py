@@ -165,6 +165,10 @@ class Scanner(NamedTuple):
     status_table: tuple[int, ...] = ()
 
 
+#: a ping-pong codec's message scanner (see :meth:`Codec.message_scanner`)
+MessageScan = Callable[[Any, int, int], "tuple[int, Any] | None"]
+
+
 class Codec:
     """Base class of every codec. Class attributes describe the protocol."""
 
@@ -259,6 +263,21 @@ class Codec:
         a :class:`Scanner`; the proxy then forwards such frames as their original bytes with
         the id patched in place, without building a :class:`Frame`. Default: None (every
         frame goes through ``decode``).
+        """
+        return None
+
+    def message_scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> MessageScan | None:
+        """An optional header-only reader for the proxy's ping-pong lane (HTTP/1.1 style:
+        one request at a time per upstream connection, answers in order).
+
+        ``scan(buf, pos, n)`` returns ``(end, value)`` only for a *plain* message starting
+        at ``buf[pos]``: whole in ``buf[:n]``, within the limits, one the decoder of the same
+        role and limits (with no message in progress) would decode without error into a
+        frame with ``len(raw) == end - pos`` that keeps the connection open (the codec's
+        ``keep_alive``), is no heartbeat and, for responses, is final (not interim). Plain
+        requests expect a response (``value`` True) whose framing does not depend on the
+        request (HTTP: no HEAD, no CONNECT); ``value`` of a response is its
+        ``status_to_http``. Anything else: None (the caller decodes). Default: None.
         """
         return None
 

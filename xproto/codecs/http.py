@@ -653,6 +653,10 @@ class HttpDecoder(Decoder):
         return frame
 
 
+#: statuses status_to_http passes on unchanged
+_PASS_STATUS = frozenset((400, 404, 500, 502, 503, 504))
+
+
 class HttpCodec(Codec):
     """HTTP/1.1 over the xproto codec interface."""
 
@@ -782,6 +786,47 @@ class HttpCodec(Codec):
         if s in (400, 404, 500, 502, 503, 504):
             return s
         return 400 if s < 500 else 500
+
+    def message_scanner(self, role: Role, limits: Limits = DEFAULT_LIMITS) -> Callable[..., Any] | None:
+        """The ping-pong lane's reader (``Codec.message_scanner``): messages inside the fast
+        path's strict subset (module docstring) with a keep-alive connection, whole in the
+        buffer; requests other than HEAD, final responses (the subset has no 1xx, 204, 304).
+        None when the fast path is off (``XPROTO_HTTP_SLOW=1``)."""
+        if os.environ.get(SLOW_ENV, "") not in ("", "0"):
+            return None
+        scan = _scan_head
+        mh = limits.http_max_header_bytes
+        mx = limits.http_max_headers
+        mb = limits.http_max_body
+        if role is Role.REQUESTS:
+            def scan_request(buf: Any, pos: int, n: int) -> tuple[int, Any] | None:
+                if type(buf) is memoryview:
+                    return None
+                r = scan(buf, pos, mh, False, mx, mb)
+                if r is None or not r[2] or r[3] == "HEAD":
+                    return None
+                b = r[1]
+                end = pos + r[0] + (b if b > 0 else 0)
+                return (end, True) if end <= n else None
+            return scan_request
+        if role is Role.RESPONSES:
+            def scan_response(buf: Any, pos: int, n: int) -> tuple[int, Any] | None:
+                if type(buf) is memoryview:
+                    return None
+                r = scan(buf, pos, mh, True, mx, mb)
+                if r is None or not r[2]:
+                    return None
+                end = pos + r[0] + r[1]     # responses on the fast path have a Content-Length
+                if end > n:
+                    return None
+                s = r[3]
+                if s < 400:
+                    return end, 200
+                if s in _PASS_STATUS:
+                    return end, s
+                return end, (400 if s < 500 else 500)
+            return scan_response
+        return None
 
     def is_interim(self, frame: Frame) -> bool:
         """A 1xx response other than 101: the final response to the same request follows

@@ -157,6 +157,10 @@ class DownstreamConnection(asyncio.Protocol, Writable):
         if (self.order is None and not self.bind and self.kafka is None and self.api_of is None
                 and self.keep_alive is None and self.plain_encode and self.plain_expects):
             self.lane = lr.lane(codec)
+        elif (codec.pool_mode is PoolMode.PINGPONG and not self.bind and self.kafka is None
+              and self.api_of is None and self.plain_encode and self.plain_expects):
+            # ping-pong protocols (HTTP/1.1): xproto.proxy.lane_pingpong
+            self.lane = lr.lane(codec)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport

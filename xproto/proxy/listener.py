@@ -104,15 +104,21 @@ class ListenerRuntime:
         return kafka_api_namer(codec)
 
     def lane(self, codec: Codec) -> Any:
-        """The fast lane of ``codec`` on this listener (xproto.proxy.lane), or None."""
+        """The fast lane of ``codec`` on this listener (xproto.proxy.lane, or
+        xproto.proxy.lane_pingpong for ping-pong codecs), or None."""
         try:
             return self._lanes[codec]
         except KeyError:
             pass
         lane = None
         if self.lanes_enabled:
-            from xproto.proxy.lane import Lane
-            lane = Lane.for_listener(self, codec)
+            from xproto.codec import PoolMode
+            if codec.pool_mode is PoolMode.PINGPONG:
+                from xproto.proxy.lane_pingpong import PingPongLane
+                lane = PingPongLane.for_listener(self, codec)
+            else:
+                from xproto.proxy.lane import Lane
+                lane = Lane.for_listener(self, codec)
         self._lanes[codec] = lane
         return lane
 

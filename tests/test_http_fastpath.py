@@ -543,3 +543,93 @@ def test_pure_python_env_var_turns_the_c_scanner_off() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip()
     assert out == "False True"
+
+
+# --- the ping-pong lane's message scanner (HttpCodec.message_scanner) ----------------------
+def _py_message_scanner(role: Role, limits: Any) -> Any:
+    """message_scanner's Python closures whatever the active scanner is."""
+    saved_c = http_mod._scan_message_c
+    http_mod._scan_message_c = None
+    try:
+        return HttpCodec().message_scanner(role, limits)
+    finally:
+        http_mod._scan_message_c = saved_c
+
+
+@st.composite
+def lane_message(draw: Any, response: bool) -> bytes:
+    """Mostly plain keep-alive messages (the lane's traffic), some with one change."""
+    if response:
+        start = b"HTTP/1.1 %d %s" % (draw(st.sampled_from([200, 201, 302, 400, 404, 418, 500, 502,
+                                                          503, 504, 507, 204, 304, 100])),
+                                     draw(st.sampled_from([b"OK", b"", b"Not Found"])))
+    else:
+        start = draw(st.sampled_from(CLEAN_METHODS)) + b" /p HTTP/1.1"
+    body = draw(st.binary(max_size=30))
+    lines = [start, b"Host: h"]
+    if response or body or draw(st.booleans()):
+        lines.append(b"Content-Length: %d" % len(body))
+    lines += draw(st.lists(st.sampled_from([b"Connection: keep-alive", b"Connection: close",
+                                            b"X-A: b", b"Accept: */*", b"X-Long: " + b"v" * 60,
+                                            b"Transfer-Encoding: chunked",
+                                            b"Content-Length: 1", b"Upgrade: h2c"]), max_size=2))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@PROPS
+@given(case=st.booleans().flatmap(lambda r: st.tuples(st.just(r), st.one_of(
+           lane_message(r), lane_message(r), lane_message(r), stream(r), one_odd_line(r),
+           lane_message(not r)))),
+       cut=st.integers(0, 10**6), small=st.booleans())
+def test_message_scanner_contract(scanner: str, case: tuple[bool, bytes], cut: int,
+                                  small: bool) -> None:
+    """What the scanner calls plain the decoder decodes into one keep-alive, final frame of
+    the same length (and a non-HEAD request); the C scanner agrees with the closures."""
+    response, data = case
+    limits = SMALL if small else DEFAULT_LIMITS
+    role = Role.RESPONSES if response else Role.REQUESTS
+    codec = HttpCodec()
+    scan = codec.message_scanner(role, limits)
+    ref = _py_message_scanner(role, limits)
+    n = len(data) if cut % 2 else cut % (len(data) + 1)
+    for buf in (data, bytearray(data)):
+        got = scan(buf, 0, n)
+        assert got == ref(buf, 0, n), (data, n)
+        assert [type(x) for x in got or ()] == [type(x) for x in ref(buf, 0, n) or ()]
+    if got is None:
+        return
+    end, value = got
+    assert 0 < end <= n
+    try:
+        f = codec.new_decoder(role, limits).decode(data[:n], 0)
+    except ProtocolError as e:
+        raise AssertionError(f"plain message, decoder error {e}: {data!r}") from None
+    assert isinstance(f, Frame) and len(f.raw) == end
+    assert codec.keep_alive(f)
+    if response:
+        assert f.kind is Kind.RESPONSE and not codec.is_interim(f)
+        assert value == codec.status_to_http(f)
+    else:
+        assert f.kind is Kind.REQUEST and f.meta.method != "HEAD" and value is True
+
+
+def test_message_scanner_cases() -> None:
+    codec = HttpCodec()
+    req = codec.message_scanner(Role.REQUESTS)
+    resp = codec.message_scanner(Role.RESPONSES)
+    get = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert req(get, 0, len(get)) == (len(get), True)
+    assert req(get + b"GET", 0, len(get) + 3) == (len(get), True)   # the caller checks the end
+    assert req(get, 0, len(get) - 1) is None                         # not whole in buf[:n]
+    assert req(b"HEAD /a HTTP/1.1\r\n\r\n", 0, 21) is None
+    assert req(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n", 0, 39) is None
+    post = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+    assert req(post, 0, len(post)) == (len(post), True)
+    assert req(post, 0, len(post) - 1) is None
+    for status, want in ((200, 200), (302, 200), (404, 404), (418, 400), (503, 503), (507, 500)):
+        r = b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % status
+        assert resp(r, 0, len(r)) == (len(r), want)
+    assert resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0, 50) is None
+    assert resp(b"HTTP/1.1 100 Continue\r\n\r\n", 0, 25) is None
+    assert resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 0, 57) is None
+    assert resp(memoryview(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 0, 38) is None

@@ -330,7 +330,93 @@ scan_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+/* scan_message(is_response, limit, max_headers, max_body, buf, pos, n) -> None | (end, value)
+ *
+ * http.py's ``message_scanner`` closures in one call (bind the first four arguments with
+ * functools.partial): a message on the fast path whose connection stays open (keep_alive),
+ * whole in buf[:n]; requests other than HEAD give (end, True), responses (end,
+ * status_to_http(status)). Same results as the closures over ``scan_head``. */
+static PyObject *
+scan_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *data;
+    Py_ssize_t n, lim_n, pos, limit, max_headers, head_len, b_off, b_len, wn, end;
+    long long max_body, body_len;
+    int is_response, keep_alive, a_int, ok;
+    PyObject *buf, *e, *v, *res;
+
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_message(is_response, limit, max_headers, max_body, buf, pos, n)");
+        return NULL;
+    }
+    is_response = PyObject_IsTrue(args[0]);
+    if (is_response < 0) return NULL;
+    limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    max_headers = PyLong_AsSsize_t(args[2]);
+    if (max_headers == -1 && PyErr_Occurred()) return NULL;
+    max_body = PyLong_AsLongLong(args[3]);
+    if (max_body == -1 && PyErr_Occurred()) return NULL;
+    buf = args[4];
+    pos = PyLong_AsSsize_t(args[5]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    lim_n = PyLong_AsSsize_t(args[6]);
+    if (lim_n == -1 && PyErr_Occurred()) return NULL;
+    /* the closures refuse memoryviews and scan_head takes bytes-likes: bytes and bytearray
+       are what the proxy passes; anything else is "not plain" */
+    if (PyBytes_CheckExact(buf)) {
+        data = (const unsigned char *)PyBytes_AS_STRING(buf);
+        n = PyBytes_GET_SIZE(buf);
+    } else if (PyByteArray_CheckExact(buf)) {
+        data = (const unsigned char *)PyByteArray_AS_STRING(buf);
+        n = PyByteArray_GET_SIZE(buf);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (pos < 0 || pos > n || limit <= 0) Py_RETURN_NONE;
+    wn = n - pos < limit ? n - pos : limit;
+    ok = scan(data + pos, wn, is_response, max_headers, max_body, &head_len, &body_len,
+              &keep_alive, &a_int, &b_off, &b_len);
+    if (!ok || !keep_alive) Py_RETURN_NONE;
+    if (is_response) {
+        end = pos + head_len + (Py_ssize_t)body_len;
+    } else {
+        if (a_int == 6) Py_RETURN_NONE;          /* HEAD: its response has no body */
+        end = pos + head_len + (body_len > 0 ? (Py_ssize_t)body_len : 0);
+    }
+    if (end > lim_n) Py_RETURN_NONE;
+    if (is_response) {
+        int st = a_int;
+        if (st < 400) st = 200;
+        else if (!(st == 400 || st == 404 || st == 500 || st == 502 || st == 503 || st == 504))
+            st = st < 500 ? 400 : 500;
+        v = PyLong_FromLong(st);
+        if (v == NULL) return NULL;
+    } else {
+        v = Py_True;
+        Py_INCREF(v);
+    }
+    e = PyLong_FromSsize_t(end);
+    if (e == NULL) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    res = PyTuple_New(2);
+    if (res == NULL) {
+        Py_DECREF(e);
+        Py_DECREF(v);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(res, 0, e);
+    PyTuple_SET_ITEM(res, 1, v);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"scan_message", (PyCFunction)(void (*)(void))scan_message, METH_FASTCALL,
+     "scan_message(is_response, limit, max_headers, max_body, buf, pos, n) -> None | "
+     "(end, value); see the function's comment."},
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL,
      "scan_head(buf, pos, limit, is_response, max_headers, max_body) -> None | "
      "(head_len, body_len, keep_alive, method_or_status, path_or_reason); see the module doc."},

@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -237,6 +238,8 @@ def _load_scanner() -> Callable[..., tuple[int, int, bool, Any, str] | None] | N
 _scan_head_c = _load_scanner()
 _scan_head = _scan_head_c if _scan_head_c is not None else _scan_head_py
 SPEEDUPS = _scan_head_c is not None  # which path is active (benches print it)
+#: HttpCodec.message_scanner in C (None without the C scanner)
+_scan_message_c = getattr(accel.load("xproto.codecs._http_scan"), "scan_message", None) if SPEEDUPS else None
 
 
 class _HeadSink:
@@ -795,6 +798,10 @@ class HttpCodec(Codec):
         if os.environ.get(SLOW_ENV, "") not in ("", "0"):
             return None
         scan = _scan_head
+        if scan is _scan_head_c and _scan_message_c is not None and role is not Role.ANY:
+            # the closures below in one C call (xproto/codecs/_http_scan.c)
+            return partial(_scan_message_c, role is Role.RESPONSES, limits.http_max_header_bytes,
+                           limits.http_max_headers, limits.http_max_body)
         mh = limits.http_max_header_bytes
         mx = limits.http_max_headers
         mb = limits.http_max_body

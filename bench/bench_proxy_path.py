@@ -117,12 +117,16 @@ def setup(proto: str) -> tuple[DownstreamConnection, Transport, UpstreamConnecti
     if PATH == "general":
         lr.lanes_enabled = False
     ep = cl.endpoints[0]
-    pool = ep.pool_for(codec, codec.pool_mode)
+    down = DownstreamConnection(lr)
+    bind = down.bind
+    pool = ep.bind_pool_for(codec) if bind else ep.pool_for(codec, codec.pool_mode)
     up = UpstreamConnection(pool, codec, pool.multiplex)
     pool.conns.append(up)
+    if bind:    # Kafka: the client's own upstream connection (no broker rewriting here)
+        up.owner = down
+        cl.bound[down] = up
     ut = Transport()
     up.connection_made(ut)
-    down = DownstreamConnection(lr)
     dt = Transport()
     down.connection_made(dt)
     return down, dt, up, ut, codec

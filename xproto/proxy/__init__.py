@@ -23,6 +23,11 @@ request):
   upstream connection reuses the downstream request id when it is free there (no id patch
   either way; :class:`xproto.pool.ClusterSettings.id_passthrough`); metrics are plain ints
   read at scrape time (:mod:`xproto.metrics`).
+* Fast lanes on such listeners: pipelined RPC (codecs with a ``scanner``: Dubbo, Bolt v1,
+  framed binary Thrift) is forwarded per read without a Frame or an Exchange per request
+  (:mod:`xproto.proxy.lane`, optional C loops); HTTP/1.1 keep-alive (codecs with a
+  ``message_scanner``) one plain message at a time (:mod:`xproto.proxy.lane_pingpong`).
+  Anything unusual leaves the lane for the general path with the same answer.
 * Ping-pong protocols (HTTP/1.1) and Kafka get their answers in request order (later
   answers wait for earlier ones); multiplexed ones as they come. Kafka downstream
   connections are bound to a dedicated upstream connection (per-connection state such as

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from math import ceil
 from typing import TYPE_CHECKING, Any
 
 from xproto.codec import Codec, PoolMode, Reason, Role
@@ -41,16 +42,17 @@ class PingPongCall(UpstreamRequest):
 
     __slots__ = ("down", "lane", "raw", "start", "timer")
 
-    def __init__(self, lane: PingPongLane, down: DownstreamConnection, raw: bytes, start: float) -> None:
+    def __init__(self, lane: PingPongLane, down: DownstreamConnection, raw: bytes, start: float,
+                 conn: Any, endpoint: Any, cluster: Any) -> None:
         # UpstreamRequest's fields, set here (one call less per request)
         self.frame: Any = None
         self.expects = True
         self.done = False
-        self.conn: Any = None
+        self.conn = conn
         self.up_id = -1
-        self.endpoint: Any = None
+        self.endpoint = endpoint
         self.tried: Any = None
-        self.cluster: Any = None
+        self.cluster = cluster
         self.owner: Any = None
         self.lane = lane
         self.down = down
@@ -137,7 +139,8 @@ class PingPongCall(UpstreamRequest):
 class PingPongLane:
     """One listener's ping-pong lane for one codec (see the module docstring)."""
 
-    __slots__ = ("cluster", "codec", "decoder", "lr", "scan", "scan_response", "timeout", "up_stats")
+    __slots__ = ("cluster", "codec", "decoder", "lr", "scan", "scan_response", "timeout", "up_stats",
+                 "wheel")
 
     def __init__(self, lr: ListenerRuntime, codec: Codec, cluster: Cluster, timeout: float | None,
                  scan: Any, scan_response: Any) -> None:
@@ -148,6 +151,7 @@ class PingPongLane:
         self.scan = scan
         self.scan_response = scan_response
         self.up_stats = lr.up_stats(cluster.name, codec.name)
+        self.wheel = lr.timeouts
         #: rebuilds a lane request's frame when the general path takes it over
         self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
 
@@ -216,10 +220,7 @@ class PingPongLane:
         if conn.fast is None:
             conn.fast = self.responses
         start = down.loop.time()
-        call = PingPongCall(self, down, data, start)
-        call.conn = conn
-        call.endpoint = ep
-        call.cluster = cl
+        call = PingPongCall(self, down, data, start, conn, ep, cl)
         conn.current = call
         ep.active += 1
         cl.inflight += 1
@@ -229,7 +230,15 @@ class PingPongLane:
         conn.counter.requests += 1
         timeout = self.timeout
         if timeout:
-            call.timer = self.lr.timeouts.add(call, start + timeout)
+            # TimeoutWheel.add, inlined for the slot of the previous add (the common case)
+            wheel = self.wheel
+            deadline = start + timeout
+            if ceil(deadline * wheel._inv) == wheel._last_n:
+                slot = wheel._last_slot
+                slot[call] = None
+                call.timer = slot
+            else:
+                call.timer = wheel.add(call, deadline)
         if conn.dirty:
             conn.wbuf.append(data)
         else:
@@ -302,7 +311,7 @@ class PingPongLane:
                     tr.write(chunk)
             left = down.inflight - 1
             down.inflight = left
-            if not left:
+            if not left and (down.eof or down.lr.draining):
                 down.answered_all()
         if conn.state == OPEN:
             pool = conn.pool

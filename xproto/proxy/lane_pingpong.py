@@ -75,7 +75,9 @@ class PingPongCall(UpstreamRequest):
             self.timer = None
             t.pop(self, None)
         try:
-            frame = lane.decoder.decode(self.raw, 0)
+            # a decoder of its own: an HTTP decoder keeps state between calls, and this is
+            # the rare path
+            frame = lane.codec.new_decoder(Role.REQUESTS, lane.lr.limits).decode(self.raw, 0)
         except ProtocolError:   # cannot happen: the scanner accepted these bytes
             frame = None
         if frame is None or frame.__class__ is int:
@@ -139,7 +141,7 @@ class PingPongCall(UpstreamRequest):
 class PingPongLane:
     """One listener's ping-pong lane for one codec (see the module docstring)."""
 
-    __slots__ = ("cluster", "codec", "decoder", "lr", "scan", "scan_response", "timeout", "up_stats",
+    __slots__ = ("cluster", "codec", "lr", "scan", "scan_response", "timeout", "up_stats",
                  "wheel")
 
     def __init__(self, lr: ListenerRuntime, codec: Codec, cluster: Cluster, timeout: float | None,
@@ -152,8 +154,6 @@ class PingPongLane:
         self.scan_response = scan_response
         self.up_stats = lr.up_stats(cluster.name, codec.name)
         self.wheel = lr.timeouts
-        #: rebuilds a lane request's frame when the general path takes it over
-        self.decoder = codec.new_decoder(Role.REQUESTS, lr.limits)
 
     @staticmethod
     def for_listener(lr: ListenerRuntime, codec: Codec) -> PingPongLane | None:

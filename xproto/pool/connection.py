@@ -275,6 +275,8 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             src = data
         decode = self.decoder.decode
         pending = self.pending if self.multiplex else None
+        # ping-pong without heartbeats: bytes with no request in flight are out of step
+        strict = pending is None and not self.codec.has_heartbeat
         pos = 0
         n = len(src)
         self.batch.begin()
@@ -288,6 +290,9 @@ class UpstreamConnection(asyncio.Protocol, Writable):
                         if self.state == CLOSED:
                             return
                         continue
+                if strict and self.current is None:
+                    self._stray()
+                    return
                 r = decode(src, pos)
                 if r.__class__ is int:
                     break
@@ -321,6 +326,17 @@ class UpstreamConnection(asyncio.Protocol, Writable):
             del buf[:pos]
         elif pos < n:
             buf += memoryview(data)[pos:]
+
+    def _stray(self) -> None:
+        """Ping-pong: bytes arrived with no request in flight (a stray or duplicated answer,
+        an HTTP 408 before an idle close): whatever follows cannot be matched to a request,
+        so the connection leaves the pool at once and closes."""
+        self.stats.unknown_response(self.codec.name)
+        log.info("upstream %s sent bytes with no request in flight: closing the connection",
+                 self.endpoint)
+        self.buf.clear()
+        self.pool.remove(self)
+        self.close("bytes with no request in flight")
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.kind is not _RESPONSE:
